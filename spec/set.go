@@ -53,7 +53,11 @@ type Global struct {
 	// Raw holds the legacy keys of vz.conf after parsing, merged under
 	// each legacy container file.
 	Raw map[string]string
-	// Defaults are applied to HCL containers where they say nothing.
+	// RawPos says where each key of Raw was written.
+	RawPos map[string]Pos
+	// Defaults are applied to HCL containers where they say nothing (a
+	// field counts as said when Defaults.Positions has it). Its Root and
+	// Private are templates ("/vz/root/$VEID"), not yet expanded.
 	Defaults Container
 	Dedup    DedupConfig
 }
