@@ -1,9 +1,45 @@
 // Package cgroups applies a container's limits through cgroupfs, with a
 // driver for cgroup v1 (including the hybrid layout of older systemd hosts)
 // and one for the unified cgroup v2 hierarchy.
+//
+// Layout: a container's cgroup is <root>/<controller>/<parent>/<id> on v1
+// (one directory per mounted hierarchy, name=systemd and, on a hybrid host,
+// the controller-less cgroup2 mount at <root>/unified included) and
+// <root>/<parent>/<id> on v2. The parent ("vzd" by default) sits at the top
+// of each hierarchy, outside the agent's own cgroup, so that restarting
+// the agent's unit touches no container.
+//
+// The drivers write the control files directly (one write per limit, the
+// kernel's own text format) rather than going through a library: the set
+// of files is small and the error then names exactly the file and value
+// the kernel refused.
+//
+// Not done on v2: the device allow-list. cgroup v2 has no devices files;
+// it needs an eBPF program attached to the cgroup (BPF_CGROUP_DEVICE),
+// which this package does not implement. The v2 driver therefore applies
+// no device restriction at all; Resources.Devices and DefaultDevices are
+// enforced on v1 only.
 package cgroups
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Defaults of New, NewV1 and NewV2.
+const (
+	DefaultRoot   = "/sys/fs/cgroup"
+	DefaultParent = "vzd"
+)
+
+// ErrSwapNotAccounted is returned (wrapped) by Apply when Resources.Swap is
+// set but the kernel does not account swap (no memory.memsw.* files on v1,
+// no memory.swap.max on v2). Every other limit has been applied; the caller
+// reports the swap limit as not enforceable rather than retrying.
+var ErrSwapNotAccounted = errors.New("kernel does not account swap")
 
 // Resources are the limits of one container in kernel terms. Zero values
 // mean "no limit" (the driver writes the kernel's unlimited value), so
@@ -11,19 +47,20 @@ import "context"
 type Resources struct {
 	CPUPeriod uint64 // µs; 100000 when zero
 	CPUQuota  int64  // µs per period; 0 = unlimited
-	CPUWeight uint64 // legacy CPUUNITS scale (default 1000); mapped to shares (v1) or weight (v2)
+	CPUWeight uint64 // legacy CPUUNITS scale (0 = default 1000); mapped to shares (v1) or weight (v2)
 	CPUs      string // cpuset list, "" = all of the parent's
 
 	Memory uint64 // bytes; 0 = unlimited
-	Swap   uint64 // bytes of swap on top of Memory; applied where the kernel accounts swap
+	Swap   uint64 // bytes of swap on top of Memory (ignored when Memory is 0); applied where the kernel accounts swap
 	Pids   uint64 // 0 = unlimited
 
 	// Block I/O throttling on one device (the container's loop device).
+	// Throttles on any other device are removed by Apply.
 	BlockDevice string // "major:minor"; empty = no throttling
-	IOPS        uint64 // read and write operations per second each
-	BPS         uint64 // read and write bytes per second each
+	IOPS        uint64 // read and write operations per second each; 0 = unlimited
+	BPS         uint64 // read and write bytes per second each; 0 = unlimited
 
-	Devices []DeviceRule // allowed device nodes beyond the default set
+	Devices []DeviceRule // allowed device nodes beyond DefaultDevices (v1 only)
 }
 
 // DeviceRule allows one device node: Type 'c' or 'b', Major/Minor (-1 =
@@ -38,12 +75,14 @@ type DeviceRule struct {
 // Manager places containers in cgroups and applies their limits. All
 // methods are idempotent; methods on an absent cgroup return nil
 // (Remove, Kill) or an error wrapping fs.ErrNotExist (Apply, Read, Procs).
+// Methods for different ids may run concurrently.
 type Manager interface {
 	// Create makes the container's cgroup (in every controller for v1).
 	Create(ctx context.Context, id string) error
 	// Apply writes r to the container's cgroup; applied live.
 	Apply(ctx context.Context, id string, r Resources) error
-	// Read reads the limits back, for drift detection.
+	// Read reads the limits back, for drift detection (compare with
+	// Drift: the kernel rounds some values).
 	Read(ctx context.Context, id string) (Resources, error)
 	// AddProc moves pid into the container's cgroup.
 	AddProc(ctx context.Context, id string, pid int) error
@@ -59,10 +98,68 @@ type Manager interface {
 	// Remove deletes the container's cgroup (and its children); it must
 	// be empty.
 	Remove(ctx context.Context, id string) error
-	// Dirs returns the container's cgroup directories: controller name (or
-	// "" for v2) to absolute path. The runtime uses it to mount the
-	// container's view of cgroupfs.
+	// Dirs returns the container's cgroup directories: hierarchy to
+	// absolute path. On v1 the keys are the hierarchies' mount options
+	// ("cpu", "memory", ..., "name=systemd"); the key "" is a cgroup2
+	// hierarchy (the whole tree on v2, the controller-less
+	// <root>/unified on a hybrid v1 host). The runtime uses it to mount
+	// the container's view of cgroupfs.
 	Dirs(id string) map[string]string
 	// Version is 1 or 2.
 	Version() int
+}
+
+// pageSize is what the kernel rounds memory limits down to.
+const pageSize = 4096
+
+// Drift lists the differences between the limits a container should have
+// (want) and those Read returned (got) on a cgroup of the given version,
+// comparing the values the kernel holds: units are compared as shares
+// (v1) or weight (v2), memory rounded down to pages, an unset period as
+// the default. Devices are compared on v1 only. Empty means no drift.
+func Drift(version int, want, got Resources) []string {
+	var d []string
+	diff := func(name string, w, g any) {
+		if w != g {
+			d = append(d, fmt.Sprintf("%s: want %v, have %v", name, w, g))
+		}
+	}
+	period := func(p uint64) uint64 {
+		if p == 0 {
+			return DefaultCPUPeriod
+		}
+		return p
+	}
+	if want.CPUQuota != 0 || got.CPUQuota != 0 {
+		diff("cpu period", period(want.CPUPeriod), period(got.CPUPeriod))
+	}
+	diff("cpu quota", want.CPUQuota, got.CPUQuota)
+	if version == 2 {
+		diff("cpu weight", weightFromUnits(want.CPUWeight), weightFromUnits(got.CPUWeight))
+	} else {
+		diff("cpu shares", sharesFromUnits(want.CPUWeight), sharesFromUnits(got.CPUWeight))
+	}
+	diff("cpus", want.CPUs, got.CPUs)
+	diff("memory", want.Memory/pageSize*pageSize, got.Memory/pageSize*pageSize)
+	if want.Memory != 0 {
+		diff("swap", want.Swap/pageSize*pageSize, got.Swap/pageSize*pageSize)
+	}
+	diff("pids", want.Pids, got.Pids)
+	if want.IOPS != 0 || want.BPS != 0 {
+		diff("block device", want.BlockDevice, got.BlockDevice)
+	}
+	diff("iops", want.IOPS, got.IOPS)
+	diff("bps", want.BPS, got.BPS)
+	if version == 1 {
+		// Read returns the whole kernel list, defaults included.
+		w := deviceList(want.Devices)
+		var g []string
+		for _, r := range got.Devices {
+			g = append(g, r.String())
+		}
+		slices.Sort(w)
+		g = slices.Compact(slices.Sorted(slices.Values(g)))
+		diff("devices", strings.Join(w, ", "), strings.Join(g, ", "))
+	}
+	return d
 }
