@@ -1,0 +1,149 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/moby/sys/mountinfo"
+
+	"vzd/spec"
+)
+
+// Observe reports the container's image as the kernel (loop devices,
+// mountinfo, the superblock) and the record show it. It changes nothing.
+// An image that is not ext4 is reported with Exists and not Complete.
+func (a *Actuator) Observe(ctx context.Context, c *spec.Container) (State, error) {
+	if err := checkContainer(c); err != nil {
+		return State{}, err
+	}
+	img := imagePath(c)
+	st := State{ImagePath: img}
+	if fi, err := os.Stat(img); err == nil {
+		st.Exists = true
+		st.FileSize = uint64(fi.Size())
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return st, err
+	}
+	if _, err := os.Lstat(img + tmpSuffix); err == nil {
+		st.Partial = true
+	}
+	if st.Exists {
+		sb, err := readSuperblock(img)
+		switch {
+		case err == nil:
+			st.Complete = true
+			st.Size, st.Inodes, st.Clean = sb.Size(), sb.Inodes, sb.Clean()
+		case !errors.Is(err, ErrNotExt4):
+			return st, err
+		}
+	}
+	loop, attached, err := findLoop(img)
+	if err != nil {
+		return st, err
+	}
+	if attached {
+		st.Attached, st.LoopDev, st.DevNumber = true, loop.Dev, loop.Number
+	}
+	ms, err := mountsAt(stagingPath(c), c.Root)
+	if err != nil {
+		return st, err
+	}
+	if m, ok := ms[stagingPath(c)]; ok && attached && devNumber(m) == loop.Number {
+		st.Mounted = true
+	}
+	_, st.RootMounted = ms[c.Root]
+	r, err := readRecord(c)
+	if err != nil {
+		return st, err
+	}
+	if r.PendingSize != 0 && st.Complete && r.PendingSize != st.Size {
+		st.PendingSize = r.PendingSize
+		st.PendingGrow = r.PendingSize > st.Size
+		st.PendingShrink = r.PendingSize < st.Size
+	}
+	return st, nil
+}
+
+// Found is an image under a private base that the kernel has attached.
+type Found struct {
+	ID          string   // the private area's directory name under the base
+	Private     string   // the private area (real path)
+	ImagePath   string   // the backing file as the kernel names it
+	LoopDev     string   // "/dev/loopN"
+	DevNumber   string   // "7:N"
+	MountPoints []string // where the loop device is mounted, in mount order
+}
+
+// Scan lists the loop devices whose backing file lies under privateBase,
+// with where each is mounted. It reads only the kernel (sysfs and
+// mountinfo), so it finds what a crashed or restarted agent left.
+func Scan(privateBase string) ([]Found, error) {
+	base := realPath(privateBase)
+	loops, err := Loops()
+	if err != nil {
+		return nil, err
+	}
+	byDev := map[string]*Found{}
+	var out []*Found
+	for _, l := range loops {
+		rel, err := filepath.Rel(base, l.BackingFile)
+		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		id, _, _ := strings.Cut(rel, string(filepath.Separator))
+		f := &Found{ID: id, Private: filepath.Join(base, id), ImagePath: l.BackingFile, LoopDev: l.Dev, DevNumber: l.Number}
+		byDev[l.Number] = f
+		out = append(out, f)
+	}
+	if len(out) > 0 {
+		infos, err := mountinfo.GetMounts(func(m *mountinfo.Info) (bool, bool) {
+			_, ok := byDev[devNumber(m)]
+			return !ok, false
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range infos {
+			f := byDev[devNumber(m)]
+			f.MountPoints = append(f.MountPoints, m.Mountpoint)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	res := make([]Found, len(out))
+	for i, f := range out {
+		res[i] = *f
+	}
+	return res, nil
+}
+
+// Attached returns, by private area name, every image under the private
+// base that a loop device backs, for orphan reporting. Mounted means
+// mounted at its staging directory.
+func (a *Actuator) Attached(ctx context.Context) (map[string]State, error) {
+	found, err := Scan(a.paths.PrivateBase())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]State{}
+	for _, f := range found {
+		st := State{
+			Exists: true, Attached: true,
+			ImagePath: f.ImagePath, LoopDev: f.LoopDev, DevNumber: f.DevNumber,
+		}
+		for _, mp := range f.MountPoints {
+			if mp == filepath.Join(f.Private, stagingDir) {
+				st.Mounted = true
+			}
+		}
+		if sb, err := readSuperblock(f.ImagePath); err == nil {
+			st.Complete, st.Size, st.Inodes = true, sb.Size(), sb.Inodes
+		}
+		out[f.ID] = st
+	}
+	return out, nil
+}

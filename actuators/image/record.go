@@ -1,0 +1,76 @@
+package image
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/google/renameio/v2"
+
+	"vzd/spec"
+)
+
+// recordVersion is the format of image.json; changing the fields'
+// meaning needs a new version.
+const recordVersion = 1
+
+// record is what the kernel cannot tell about an image: how it was made
+// and a resize waiting for the next stop/start.
+type record struct {
+	Version       int    `json:"version"`
+	CreatedSize   uint64 `json:"created_size"`
+	CreatedInodes uint64 `json:"created_inodes"`
+	Source        string `json:"source,omitempty"` // template image it was copied from
+	PendingSize   uint64 `json:"pending_size,omitempty"`
+}
+
+func recordPath(c *spec.Container) string {
+	return filepath.Join(c.Private, recordDir, recordName)
+}
+
+// readRecord returns the record, or a zero record when there is none.
+func readRecord(c *spec.Container) (record, error) {
+	var r record
+	b, err := os.ReadFile(recordPath(c))
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("parse %s: %w", recordPath(c), err)
+	}
+	return r, nil
+}
+
+func writeRecord(c *spec.Container, r record) error {
+	r.Version = recordVersion
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(recordPath(c)), 0o700); err != nil {
+		return err
+	}
+	if err := renameio.WriteFile(recordPath(c), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", recordPath(c), err)
+	}
+	return nil
+}
+
+// setPending records (size > 0) or clears (size == 0) a pending resize.
+func setPending(c *spec.Container, size uint64) error {
+	r, err := readRecord(c)
+	if err != nil {
+		return err
+	}
+	if r.PendingSize == size {
+		return nil
+	}
+	r.PendingSize = size
+	return writeRecord(c, r)
+}
