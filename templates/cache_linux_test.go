@@ -52,7 +52,12 @@ func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string
 // debugfs runs a debugfs request against an image, read-only.
 func debugfs(t *testing.T, img, req string) string {
 	t.Helper()
-	out, err := exec.Command("debugfs", "-R", req, img).CombinedOutput()
+	cmd := exec.Command("debugfs", "-R", req, img)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	// debugfs prints "File not found" on stderr and still exits 0.
+	out = append(out, strings.ReplaceAll(stderr.String(), "debugfs 1.47.0 (5-Feb-2023)\n", "")...)
 	if err != nil {
 		t.Fatalf("debugfs -R %q %s: %v: %s", req, img, err, out)
 	}

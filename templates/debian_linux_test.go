@@ -55,3 +55,40 @@ func TestDebianBuild(t *testing.T) {
 		t.Errorf("ping lost its file capability:\n%s", out)
 	}
 }
+
+func TestDebianFetchApp(t *testing.T) {
+	requireDebian(t)
+	c := NewCache(spec.Paths{Prefix: DebianCachePrefix}, nil)
+	in, err := c.Build(t.Context(), "debian-12-x86_64", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := debugfs(t, in.Path, "cat /root/var/lib/dpkg/status")
+	app, _ := c.AppLookup("nginx")
+	debs, err := c.FetchApp(t.Context(), app, "debian-12-x86_64", []byte(status))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, d := range debs {
+		names[d.Package] = true
+		if _, err := os.Stat(d.Path); err != nil {
+			t.Error(err)
+		}
+	}
+	if !names["nginx-light"] || !names["nginx-common"] {
+		t.Errorf("debs = %+v", debs)
+	}
+	// Dependencies the OS already has are not fetched.
+	if names["libc6"] || names["systemd"] {
+		t.Errorf("fetched packages the OS has: %+v", debs)
+	}
+	// The second fetch reuses the files.
+	again, err := c.FetchApp(t.Context(), app, "debian-12-x86_64", []byte(status))
+	if err != nil || len(again) != len(debs) {
+		t.Errorf("second FetchApp = %d debs, %v", len(again), err)
+	}
+	if _, err := c.FetchApp(t.Context(), app, "busybox", []byte(status)); err == nil {
+		t.Error("FetchApp for busybox succeeded")
+	}
+}
