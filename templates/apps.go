@@ -274,4 +274,3 @@ func InstalledPackages(status []byte) (installed []string, broken map[string]str
 	sort.Strings(installed)
 	return installed, broken
 }
-

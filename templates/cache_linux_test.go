@@ -47,7 +47,10 @@ func (h *countHandler) Handle(ctx context.Context, r slog.Record) error {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // debugfs runs a debugfs request against an image, read-only.
 func debugfs(t *testing.T, img, req string) string {

@@ -21,13 +21,13 @@ const builderVersion = "1"
 
 // OS is the definition of an OS template.
 type OS struct {
-	Name         string   `json:"name"`         // e.g. "debian-12-x86_64" (Virtuozzo naming)
-	Distribution string   `json:"distribution"` // "debian", "busybox"
-	Version      string   `json:"version"`      // "12"
-	Arch         string   `json:"arch"`         // "x86_64"
-	Init         string   `json:"init"`         // "systemd" or "busybox"
-	InitPath     string   `json:"init_path"`    // argv[0] of the container's init
-	Builder      string   `json:"builder"`      // BuilderBusybox or BuilderDebootstrap
+	Name         string   `json:"name"`              // e.g. "debian-12-x86_64" (Virtuozzo naming)
+	Distribution string   `json:"distribution"`      // "debian", "busybox"
+	Version      string   `json:"version"`           // "12"
+	Arch         string   `json:"arch"`              // "x86_64"
+	Init         string   `json:"init"`              // "systemd" or "busybox"
+	InitPath     string   `json:"init_path"`         // argv[0] of the container's init
+	Builder      string   `json:"builder"`           // BuilderBusybox or BuilderDebootstrap
 	Suite        string   `json:"suite,omitempty"`   // debootstrap suite (codename)
 	Variant      string   `json:"variant,omitempty"` // debootstrap --variant
 	Packages     []string `json:"packages,omitempty"`
