@@ -239,6 +239,11 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 		if err := a.h.LinkAdd(veth); err != nil {
 			return fmt.Errorf("create veth %s (peer %s): %w", hostName, ifc.Name, err)
 		}
+		// The kernel ignores IFLA_IFALIAS when it creates a link.
+		if err := a.h.LinkSetAlias(veth, attrs.Alias); err != nil {
+			a.h.LinkDel(veth)
+			return fmt.Errorf("alias of %s: %w", hostName, err)
+		}
 		end = veth
 		log.Info("veth created", "host_index", attrs.Index, "mac", mac)
 	} else if end.Attrs().Name != hostName {
