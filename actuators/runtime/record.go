@@ -1,0 +1,174 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/renameio/v2"
+
+	"vzd/spec"
+)
+
+// Names of the files in a container's private area. Changing them breaks
+// adoption of containers started by an older vzd.
+const (
+	stateDir    = ".vzd"
+	recordFile  = "runtime.json"
+	exitFile    = "exit.json"
+	consoleFile = "console.log"
+)
+
+// Id ranges of unprivileged containers: container ids 0..idRange-1 map
+// onto host ids base..base+idRange-1, bases allocated from firstBase up.
+const (
+	idRange   = 65536
+	firstBase = 100000
+	maxBases  = 4096
+)
+
+// record is what the runtime keeps about a container in
+// $VE_PRIVATE/.vzd/runtime.json: what the kernel cannot tell (which pid is
+// its init, which id range it owns). It is written by the agent when ids
+// are allocated and completed by the supervisor once init runs.
+type record struct {
+	UIDBase    uint32 `json:"uid_base,omitempty"`
+	GIDBase    uint32 `json:"gid_base,omitempty"`
+	Privileged bool   `json:"privileged"`
+
+	Pid        int       `json:"pid,omitempty"`
+	StartTime  uint64    `json:"start_time,omitempty"` // /proc/PID/stat field 22
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	StopSignal int       `json:"stop_signal,omitempty"`
+
+	SupervisorPid   int    `json:"supervisor_pid,omitempty"`
+	SupervisorStart uint64 `json:"supervisor_start,omitempty"`
+}
+
+// exitRecord is written by the supervisor when init exits.
+type exitRecord struct {
+	ExitCode int       `json:"exit_code"`
+	ExitedAt time.Time `json:"exited_at"`
+}
+
+func recordPath(private string) string { return filepath.Join(private, stateDir, recordFile) }
+func exitPath(private string) string   { return filepath.Join(private, stateDir, exitFile) }
+
+// ConsoleLogPath is the file holding the container's console output (the
+// previous part, once rotated, is the same name with ".1").
+func ConsoleLogPath(c *spec.Container) string {
+	return filepath.Join(c.Private, stateDir, consoleFile)
+}
+
+// readRecord returns the record, or a zero record when there is none.
+func readRecord(private string) (record, error) {
+	var r record
+	b, err := os.ReadFile(recordPath(private))
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("parse %s: %w", recordPath(private), err)
+	}
+	return r, nil
+}
+
+func writeRecord(private string, r record) error {
+	if err := os.MkdirAll(filepath.Join(private, stateDir), 0o700); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := renameio.WriteFile(recordPath(private), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", recordPath(private), err)
+	}
+	return nil
+}
+
+func readExit(private string) (exitRecord, bool) {
+	var e exitRecord
+	b, err := os.ReadFile(exitPath(private))
+	if err != nil || json.Unmarshal(b, &e) != nil {
+		return e, false
+	}
+	return e, true
+}
+
+// usedBases lists the uid bases recorded by every container under
+// privateBase except the one in skip.
+func usedBases(privateBase, skip string) (map[uint32]bool, error) {
+	used := map[uint32]bool{}
+	ents, err := os.ReadDir(privateBase)
+	if errors.Is(err, fs.ErrNotExist) {
+		return used, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		dir := filepath.Join(privateBase, e.Name())
+		if !e.IsDir() || filepath.Clean(dir) == filepath.Clean(skip) {
+			continue
+		}
+		r, err := readRecord(dir)
+		if err != nil || r.UIDBase == 0 {
+			continue
+		}
+		used[r.UIDBase] = true
+		used[r.GIDBase] = true
+	}
+	return used, nil
+}
+
+// pickBase returns the lowest firstBase + k*idRange not in used.
+func pickBase(used map[uint32]bool) (uint32, error) {
+	for k := uint32(0); k < maxBases; k++ {
+		b := firstBase + k*idRange
+		if !used[b] {
+			return b, nil
+		}
+	}
+	return 0, errors.New("no free uid range")
+}
+
+// procStartTime reads the start time (clock ticks since boot) of pid, and
+// whether it is a zombie.
+func procStartTime(pid int) (uint64, bool, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false, err
+	}
+	// The command name may hold spaces and parentheses: fields start
+	// after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, false, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return st, f[0] == "Z", err
+}
+
+// alive reports whether pid is the process that started at start.
+func alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, zombie, err := procStartTime(pid)
+	return err == nil && st == start && !zombie
+}
