@@ -134,6 +134,9 @@ func (a *Actuator) Apply(ctx context.Context, c *spec.Container, pid int) (needs
 		return nil, fmt.Errorf("network of %s: %w", c.ID, err)
 	}
 	defer ct.close()
+	if ct.ns.Equal(a.hostNS) {
+		return nil, fmt.Errorf("network of %s: pid %d is in the host network namespace", c.ID, pid)
+	}
 	log := a.log.With("container", c.ID)
 
 	ends, err := a.hostEnds(c.ID)
@@ -740,11 +743,24 @@ func (a *Actuator) Remove(ctx context.Context, c *spec.Container) error {
 		}
 		a.log.Info("interface removed", "container", c.ID, "interface", ifname, "host_end", l.Attrs().Name)
 	}
+	// Addresses still routed to a host end (another container's, after
+	// an address moved) keep their proxy entries.
+	routed := map[netip.Addr]bool{}
+	if rs, err := a.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL); err == nil {
+		for _, r := range rs {
+			if dst, ok := fromIPNet(r.Dst); ok {
+				routed[dst.Addr()] = true
+			}
+		}
+	}
 	for _, ifc := range c.Network.Interfaces {
 		if !ifc.Routed() {
 			continue
 		}
 		for _, pr := range ifc.IPs {
+			if routed[pr.Addr()] {
+				continue
+			}
 			if err := a.delProxy(pr.Addr()); err != nil {
 				errs = append(errs, err)
 			}

@@ -235,6 +235,45 @@ func TestRoutedContainers(t *testing.T) {
 	}
 }
 
+// TestProxyOnUplink puts a neighbour on the node's network (a namespace
+// plugged into the uplink) and a routed container with an address of that
+// network: the neighbour reaches it only if the node answers ARP and NDP
+// for it on the uplink.
+func TestProxyOnUplink(t *testing.T) {
+	n := newNode(t)
+	up, err := n.h.LinkByName("uplink")
+	must(t, err)
+	must(t, n.h.AddrAdd(up, addr("fd00:99::1/64")))
+	lan := startContainer(t)
+	lanNS, err := netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", lan))
+	must(t, err)
+	defer lanNS.Close()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = testutil.UniqueName("lan")
+	attrs.MasterIndex = up.Attrs().Index
+	must(t, n.h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(lanNS)}))
+	must(t, n.h.LinkSetUp(&netlink.Veth{LinkAttrs: attrs}))
+	lh, err := netlink.NewHandleAt(lanNS)
+	must(t, err)
+	defer lh.Close()
+	eth0, err := lh.LinkByName("eth0")
+	must(t, err)
+	must(t, lh.AddrAdd(eth0, addr("10.99.0.50/24")))
+	nodad := addr("fd00:99::50/64")
+	nodad.Flags = 0x02 // IFA_F_NODAD
+	must(t, lh.AddrAdd(eth0, nodad))
+	must(t, lh.LinkSetUp(eth0))
+
+	a := n.actuator(t)
+	c := ctSpec(testutil.UniqueName("ct"), routed("eth0", "10.99.0.20/24", "fd00:99::20/64"))
+	apply(t, a, c, startContainer(t))
+	for _, dst := range []string{"10.99.0.20", "fd00:99::20"} {
+		if !ping(t, inPid(lan), dst) {
+			t.Errorf("neighbour on the uplink cannot reach %s", dst)
+		}
+	}
+}
+
 func TestBridgedContainers(t *testing.T) {
 	n := newNode(t)
 	n.bridge(t, "br0")
