@@ -27,10 +27,10 @@ type ScanStats struct {
 	ReusedDigests int           `json:"reused_digests"` // taken from the xattr, not hashed
 	Ingested      int           `json:"ingested"`
 	IngestedBytes uint64        `json:"ingested_bytes"`
-	Changed       int           `json:"changed"`   // changed while copied: not cached
-	NoRoom        int           `json:"no_room"`   // not cached: the store is full of pinned objects
-	Corrupt       int           `json:"corrupt"`   // objects found damaged and removed
-	Stubs         int           `json:"stubs"`     // stubs in the META trees written
+	Changed       int           `json:"changed"`    // changed while copied: not cached
+	NoRoom        int           `json:"no_room"`    // not cached: the store is full of pinned objects
+	Corrupt       int           `json:"corrupt"`    // objects found damaged and removed
+	Stubs         int           `json:"stubs"`      // stubs in the META trees written
 	MetaBuilt     int           `json:"meta_built"` // containers whose META changed (next mount)
 	Duration      time.Duration `json:"duration_ns"`
 }
