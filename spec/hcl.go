@@ -302,10 +302,7 @@ func (d *hclDecoder) body(body hcl.Body) {
 		case "state":
 			var s string
 			d.str(name, a, &s)
-			c.State = State(s)
-			if s != "" && c.State != StateRunning && c.State != StateStopped && c.State != StateDestroyed {
-				d.errf(a, "state: %q is not one of running, stopped, destroyed", s)
-			}
+			c.State = State(s) // checked by checkState
 		case "onboot":
 			d.boolean(name, a, &c.OnBoot)
 		case "hostname":
