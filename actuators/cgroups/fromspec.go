@@ -88,45 +88,22 @@ func unitsFromShares(shares uint64) uint64 {
 	return (shares*1000 + 512) / 1024
 }
 
-// weightFromUnits maps legacy CPUUNITS to v2 cpu.weight through the shares
-// value v1 would use. runc's conversion is linear from [2, 262144] shares
-// onto [1, 10000] weight, which sends the default 1024 shares to weight 39
-// instead of the default 100, so a container with default units would get
-// less than a third of an untuned sibling. This mapping is linear in the
-// logarithms instead, piecewise through three anchors: 2 → 1, 1024 → 100
-// (default to default) and 262144 → 10000. Below 1024 shares every factor
-// of two in shares is 2/9 of a decade of weight, above it 2/8 of a decade.
+// weightFromUnits maps legacy CPUUNITS to v2 cpu.weight: units / 10,
+// clamped to the kernel's [1, 10000]. runc converts v1 shares to weight
+// linearly from [2, 262144] onto [1, 10000] (1 + (shares-2) × 9999 /
+// 262142), which keeps the ends but sends the default 1024 shares to
+// weight 39, not the default 100: a container with default units would
+// get less than half of an untuned sibling. Units are a relative weight,
+// so the mapping that keeps their meaning is proportional: default to
+// default (1000 → 100), and twice the units is twice the weight, exactly
+// for 10..100000 units, which covers what vzctl configurations use
+// (CPUUNITS 8..500000, in practice 250..10000s). 0 means the default.
 func weightFromUnits(units uint64) uint64 {
-	x := math.Log2(float64(sharesFromUnits(units))) // 1 .. 18
-	var y float64                                   // log10 of the weight: 0 .. 4
-	if x <= 10 {
-		y = 2 * (x - 1) / 9
-	} else {
-		y = 2 + 2*(x-10)/8
+	if units == 0 {
+		units = spec.DefaultCPUUnits
 	}
-	w := uint64(math.Round(math.Pow(10, y)))
-	return min(max(w, minWeight), maxWeight)
+	return min(max((units+5)/10, minWeight), maxWeight)
 }
 
-// unitsFromWeight inverts weightFromUnits, for Read: the smallest units
-// value whose weight is w, so that a Read result maps back to the weight
-// read (weightFromUnits is monotonic; several units values may share a
-// weight, and Drift compares weights, not units).
-func unitsFromWeight(w uint64) uint64 {
-	y := math.Log10(float64(w))
-	var x float64
-	if y <= 2 {
-		x = y*9/2 + 1
-	} else {
-		x = (y-2)*8/2 + 10
-	}
-	u := unitsFromShares(uint64(math.Round(math.Exp2(x))))
-	// Walk to an exact preimage: the rounding above may miss by a little.
-	for u > 1 && weightFromUnits(u-1) >= w {
-		u--
-	}
-	for u < 1000000 && weightFromUnits(u) < w {
-		u++
-	}
-	return u
-}
+// unitsFromWeight inverts weightFromUnits, for Read.
+func unitsFromWeight(w uint64) uint64 { return w * 10 }

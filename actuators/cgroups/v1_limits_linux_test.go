@@ -56,7 +56,9 @@ func TestV1MemoryHogIsOOMKilled(t *testing.T) {
 	if s := readT(t, dir, "memory.failcnt"); s == "0" {
 		t.Errorf("memory.failcnt = 0, want > 0")
 	}
-	if peak, _ := strconv.ParseUint(readT(t, dir, "memory.max_usage_in_bytes"), 10, 64); peak > 64<<20 {
+	// The kernel may overshoot by a page or so while it reclaims; 1 MiB
+	// of slack still tells a limit from none (the hog wanted 200 MiB).
+	if peak, _ := strconv.ParseUint(readT(t, dir, "memory.max_usage_in_bytes"), 10, 64); peak > 65<<20 {
 		t.Errorf("max usage %d above the 64 MiB limit", peak)
 	}
 }
