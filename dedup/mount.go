@@ -74,7 +74,7 @@ func (m *Mounter) MountRoot(ctx context.Context, c *spec.Container, fsDir string
 			err := mountOverlay(root, []string{filepath.Join(fsDir, metaName), base}, m.cache.objectsRoot(), delta, work)
 			if err == nil {
 				log.Info("root mounted", "root", root, "mode", "overlay+cache", "cached_files", len(stubs))
-				return nil
+				return makePrivate(root)
 			}
 			log.Warn("cache layers not used", "err", err)
 			m.cache.unpin(c.ID)
@@ -88,21 +88,37 @@ func (m *Mounter) MountRoot(ctx context.Context, c *spec.Container, fsDir string
 			return err
 		}
 		log.Info("root mounted", "root", root, "mode", "overlay")
-		return nil
+		return makePrivate(root)
 	}
 	if err := unix.Mount(base, root, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s on %s: %w", base, root, err)
 	}
 	log.Info("root mounted", "root", root, "mode", "bind")
+	return makePrivate(root)
+}
+
+// makePrivate keeps mounts made under the root (by the container) and
+// under its parent (by the host) from propagating to each other.
+func makePrivate(root string) error {
+	if err := unix.Mount("", root, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", root, err)
+	}
 	return nil
 }
 
 // UnmountRoot unmounts the container's root and releases its pins. An
 // unmounted root is not an error.
 func (m *Mounter) UnmountRoot(ctx context.Context, c *spec.Container) error {
-	err := unix.Unmount(c.Root, 0)
-	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", c.Root, err)
+	// Repeat for mounts stacked on the root (a crash between a mount and
+	// its bookkeeping); bounded.
+	for range 8 {
+		err := unix.Unmount(c.Root, 0)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", c.Root, err)
+		}
 	}
 	if m.cache.Enabled() {
 		m.cache.unpin(c.ID)
