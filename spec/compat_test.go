@@ -100,7 +100,7 @@ func TestCompatValues(t *testing.T) {
 		}},
 		{"openvz-legacy", "ve-basic.conf-sample", func(t *testing.T, c *Container) {
 			eq(t, "disk", c.Disk.Size, uint64(2362232012)) // 2.2 × 2^30, rounded down // DISKSPACE="2G:2.2G"
-			eq(t, "ram", c.Memory.RAM, 0)               // PHYSPAGES="0:unlimited"
+			eq(t, "ram", c.Memory.RAM, 0)                  // PHYSPAGES="0:unlimited"
 			eq(t, "processes", c.Processes, 240)
 			eq(t, "ostemplate", c.OSTemplate, "centos-6-x86")
 		}},

@@ -12,6 +12,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // MaxFileSize caps what the loader reads of one file: config files are
@@ -68,6 +71,15 @@ type source interface {
 // be read; problems with single files are in Set.Diags and Set.Files.
 func Load(p Paths) (*Set, error) {
 	return load(osSource{dir: p.ConfigDir, p: p}, p, readGlobal(p))
+}
+
+// LoadWithGlobal is Load with a global configuration already read (nil
+// means defaults); p.GlobalConfig is not read.
+func LoadWithGlobal(p Paths, g *Global) (*Set, error) {
+	if g == nil {
+		g = DefaultGlobal()
+	}
+	return load(osSource{dir: p.ConfigDir, p: p}, p, globalResult{g: g})
 }
 
 // LoadFS is Load over an fs.FS holding the config directory's files at its
@@ -160,6 +172,25 @@ func Sniff(data []byte) Format {
 		return FormatHCL
 	}
 	return FormatLegacy
+}
+
+// IsGlobalHCL reports whether data is an HCL global file: it has a
+// top-level defaults or dedup block.
+func IsGlobalHCL(data []byte) bool {
+	f, _ := hclsyntax.ParseConfig(data, "", hcl.InitialPos)
+	if f == nil {
+		return false
+	}
+	body, ok := f.Body.(*hclsyntax.Body)
+	if !ok {
+		return false
+	}
+	for _, b := range body.Blocks {
+		if b.Type == "defaults" || b.Type == "dedup" {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseOptions say how to parse one file given on its own (vzd validate

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"vzd/spec"
+)
+
+type validateFlags struct {
+	json   bool
+	quiet  bool
+	format string
+	id     string
+}
+
+func init() {
+	var vf validateFlags
+	register(&command{
+		name:  "validate",
+		args:  "[PATH...]",
+		short: "check config files and print their errors with file:line:column",
+		long: `Parses and validates container files without changing anything. Each PATH
+is a file or a directory; with none, the config directory (--config-dir).
+The global configuration (--global-config) is checked too, and its
+defaults apply. A directory is loaded the way the agent loads it: ignored
+files are skipped, unsafe files refused, and conflicts between files (the
+same ID, name, UUID, private area or address) reported against each file.
+
+Every problem is printed as "file:line:col: error|warning: message",
+sorted by file and line. The exit status is 1 if there is any error, 0
+otherwise (warnings, such as unknown legacy keys, do not fail).
+
+A single file may have any name: --format says how to read it (auto looks
+at the extension, then the content), and --id gives the container ID of a
+legacy file whose name is not <UUID>.conf or <CTID>.conf. This makes it
+usable as Ansible's "validate: vzd validate --id 101 %s". A file named
+vz.conf, or the --global-config file itself, is checked as a global file.
+
+--json prints a JSON array of {severity, file, line, column, message}
+instead, for tools; -q prints nothing.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&vf.json, "json", false, "print the diagnostics as a JSON array")
+			fs.BoolVar(&vf.quiet, "q", false, "print nothing; only the exit status tells")
+			fs.StringVar(&vf.format, "format", "auto", "format of single files: hcl, legacy or auto")
+			fs.StringVar(&vf.id, "id", "", "container ID of a single legacy file whose name is not <ID>.conf")
+		},
+		run: func(ctx context.Context, g *globals, args []string) error {
+			return runValidate(g, vf, args)
+		},
+	})
+}
+
+// jsonDiag is one diagnostic as `vzd validate --json` prints it.
+type jsonDiag struct {
+	Severity string `json:"severity"`
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+	Column   int    `json:"column"`
+	Message  string `json:"message"`
+}
+
+func runValidate(g *globals, vf validateFlags, args []string) error {
+	var format spec.Format
+	switch vf.format {
+	case "auto", "":
+	case "hcl":
+		format = spec.FormatHCL
+	case "legacy":
+		format = spec.FormatLegacy
+	default:
+		return fmt.Errorf("--format %q: want hcl, legacy or auto", vf.format)
+	}
+	diags, containers, err := validatePaths(g.paths, args, spec.ParseOptions{Format: format, ID: vf.id})
+	if err != nil {
+		return err
+	}
+	diags.Sort()
+	switch {
+	case vf.quiet:
+	case vf.json:
+		out := make([]jsonDiag, 0, len(diags))
+		for _, d := range diags {
+			out = append(out, jsonDiag{string(d.Severity), d.Pos.File, d.Pos.Line, d.Pos.Column, d.Message})
+		}
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	default:
+		printDiags(g.stdout, diags)
+		nerr := 0
+		for _, d := range diags {
+			if d.Severity == spec.SeverityError {
+				nerr++
+			}
+		}
+		fmt.Fprintf(g.stderr, "%d containers checked, %d errors, %d warnings\n", containers, nerr, len(diags)-nerr)
+	}
+	if diags.HasErrors() {
+		return exitError{1}
+	}
+	return nil
+}
+
+func printDiags(w io.Writer, diags spec.Diagnostics) {
+	for _, d := range diags {
+		fmt.Fprintln(w, d.String())
+	}
+}
+
+// validatePaths checks the global file and every path, and returns all
+// diagnostics and how many containers were checked.
+func validatePaths(p spec.Paths, args []string, opt spec.ParseOptions) (spec.Diagnostics, int, error) {
+	var diags spec.Diagnostics
+	global := spec.DefaultGlobal()
+	if p.GlobalConfig != "" {
+		gl, gd, err := spec.LoadGlobal(p.GlobalConfig)
+		switch {
+		case err == nil:
+			global = gl
+			diags = append(diags, gd...)
+		case !errors.Is(err, fs.ErrNotExist):
+			diags.Errorf(spec.Pos{File: p.GlobalConfig}, "%v", err)
+		}
+	}
+	if len(args) == 0 {
+		args = []string{p.ConfigDir}
+	}
+	n := 0
+	for _, arg := range args {
+		fi, err := os.Stat(arg)
+		if err != nil {
+			diags.Errorf(spec.Pos{File: arg}, "%v", errors.Unwrap(err))
+			continue
+		}
+		if fi.IsDir() {
+			dp := p
+			dp.ConfigDir = arg
+			// The same checks as the agent's: StrictModes, symlink
+			// rules and conflicts between files.
+			set, err := spec.LoadWithGlobal(dp, global)
+			if err != nil {
+				diags.Errorf(spec.Pos{File: arg}, "%v", err)
+				continue
+			}
+			diags = append(diags, set.Diags...)
+			n += len(set.Containers)
+			continue
+		}
+		data, err := readFileCapped(arg)
+		if err != nil {
+			diags.Errorf(spec.Pos{File: arg}, "%v", err)
+			continue
+		}
+		if isGlobalFile(arg, p, data, opt.Format) {
+			if filepath.Clean(arg) != filepath.Clean(p.GlobalConfig) { // else checked above
+				_, gd := spec.ParseGlobal(arg, data)
+				diags = append(diags, gd...)
+			}
+			continue
+		}
+		cs, fd := spec.ParseFile(arg, data, p, global, opt)
+		diags = append(diags, fd...)
+		n += len(cs)
+	}
+	return diags, n, nil
+}
+
+// isGlobalFile tells a global file given as a PATH from a container file:
+// the --global-config file itself, a file named vz.conf, or HCL with a
+// defaults or dedup block.
+func isGlobalFile(path string, p spec.Paths, data []byte, format spec.Format) bool {
+	switch {
+	case p.GlobalConfig != "" && filepath.Clean(path) == filepath.Clean(p.GlobalConfig):
+		return true
+	case filepath.Base(path) == "vz.conf":
+		return true
+	case format != spec.FormatLegacy && (filepath.Ext(path) == ".hcl" || spec.Sniff(data) == spec.FormatHCL):
+		return spec.IsGlobalHCL(data)
+	}
+	return false
+}
+
+func readFileCapped(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, spec.MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > spec.MaxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", spec.MaxFileSize)
+	}
+	return data, nil
+}
