@@ -106,6 +106,44 @@ func (a *Actuator) hostEnds(id string) (map[string]netlink.Link, error) {
 	return ends, nil
 }
 
+// endsOf finds the host ends of a running container without listing every
+// link of the node (which would make a pass over all containers quadratic):
+// by the names c gives them, then through the peers of the veths inside
+// the container, which also finds ends c no longer names or that were
+// renamed. Only the host end's alias, which the container cannot change,
+// decides that a link is c's.
+func (a *Actuator) endsOf(c *spec.Container, names []string, ct *container) (map[string]netlink.Link, error) {
+	ends := map[string]netlink.Link{}
+	take := func(l netlink.Link) {
+		if id, ifname, ok := parseAlias(l.Attrs().Alias); ok && id == c.ID {
+			if _, dup := ends[ifname]; !dup {
+				ends[ifname] = l
+			}
+		}
+	}
+	for _, name := range names {
+		if l, err := a.h.LinkByName(name); err == nil {
+			take(l)
+		}
+	}
+	inside, err := ct.h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list container links: %w", err)
+	}
+	for _, l := range inside {
+		if l.Type() != "veth" || l.Attrs().ParentIndex == 0 {
+			continue
+		}
+		if _, ok := ends[l.Attrs().Name]; ok {
+			continue
+		}
+		if hl, err := a.h.LinkByIndex(l.Attrs().ParentIndex); err == nil {
+			take(hl)
+		}
+	}
+	return ends, nil
+}
+
 // plan collects what one Apply must do beyond the links themselves.
 type plan struct {
 	sysctls     []sysctl
@@ -139,13 +177,13 @@ func (a *Actuator) Apply(ctx context.Context, c *spec.Container, pid int) (needs
 	}
 	log := a.log.With("container", c.ID)
 
-	ends, err := a.hostEnds(c.ID)
+	names := hostIfNames(a.cfg.Prefix, c)
+	ends, err := a.endsOf(c, names, ct)
 	if err != nil {
 		return nil, fmt.Errorf("network of %s: %w", c.ID, err)
 	}
 	p := &plan{wantRoutes: map[routeKey]bool{}}
 	var errs []error
-	names := hostIfNames(a.cfg.Prefix, c)
 	for i := range c.Network.Interfaces {
 		ifc := &c.Network.Interfaces[i]
 		if err := ctx.Err(); err != nil {
@@ -239,7 +277,11 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 			PeerNamespace:    netlink.NsFd(ct.ns),
 			PeerMTU:          uint32(mtu),
 		}
-		if err := a.h.LinkAdd(veth); err != nil {
+		err := a.h.LinkAdd(veth)
+		if errors.Is(err, unix.EEXIST) && a.removeOrphan(hostName, c.ID) {
+			err = a.h.LinkAdd(veth)
+		}
+		if err != nil {
 			return fmt.Errorf("create veth %s (peer %s): %w", hostName, ifc.Name, err)
 		}
 		// The kernel ignores IFLA_IFALIAS when it creates a link.
@@ -324,6 +366,20 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// removeOrphan deletes the link named name when it is a host end of
+// container id whose container end was not found (its namespace lingers
+// after the container restarted), and reports whether it did.
+func (a *Actuator) removeOrphan(name, id string) bool {
+	l, err := a.h.LinkByName(name)
+	if err != nil {
+		return false
+	}
+	if cid, _, ok := parseAlias(l.Attrs().Alias); !ok || cid != id {
+		return false
+	}
+	return a.removeEnd(l) == nil
 }
 
 // peerOf returns the container end of end when it is the interface named
@@ -543,29 +599,30 @@ func (a *Actuator) convergeHostSide(log *slog.Logger, ifc *spec.Interface, end n
 	return errors.Join(errs...)
 }
 
-// nodeAddr reports whether addr is assigned to a link of the host
-// namespace, and which.
+// nodeAddr reports whether addr is an address of the host namespace (the
+// kernel routes it locally), with the link that holds it when known.
 func (a *Actuator) nodeAddr(p *plan, addr netip.Addr) (string, bool) {
+	if v, ok := p.nodeAddrs[addr]; ok {
+		return v, v != ""
+	}
 	if p.nodeAddrs == nil {
 		p.nodeAddrs = map[netip.Addr]string{}
-		links := map[int]string{}
-		if ls, err := a.h.LinkList(); err == nil {
-			for _, l := range ls {
-				links[l.Attrs().Index] = l.Attrs().Name
-			}
-		}
-		addrs, err := a.h.AddrList(nil, netlink.FAMILY_ALL)
-		if err != nil {
-			a.log.Warn("list node addresses", "err", err)
-		}
-		for _, ad := range addrs {
-			if pr, ok := fromIPNet(ad.IPNet); ok && pr.Addr() != Gateway4 && pr.Addr() != Gateway6 {
-				p.nodeAddrs[pr.Addr()] = links[ad.LinkIndex]
+	}
+	owner := ""
+	if rs, err := a.h.RouteGet(addr.AsSlice()); err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+		owner = "local"
+		if addrs, err := a.h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+			for _, ad := range addrs {
+				if pr, ok := fromIPNet(ad.IPNet); ok && pr.Addr() == addr {
+					if l, err := a.h.LinkByIndex(ad.LinkIndex); err == nil {
+						owner = l.Attrs().Name
+					}
+				}
 			}
 		}
 	}
-	owner, ok := p.nodeAddrs[addr]
-	return owner, ok
+	p.nodeAddrs[addr] = owner
+	return owner, owner != ""
 }
 
 func (a *Actuator) uplink() (netlink.Link, error) {
@@ -770,18 +827,23 @@ func (a *Actuator) Remove(ctx context.Context, c *spec.Container) error {
 }
 
 // Observe reports c's interfaces as they exist: the host ends found by
-// alias and, when pid > 0, their container ends.
+// alias and, when pid > 0, their container ends. With pid 0 it lists every
+// link of the node to find them.
 func (a *Actuator) Observe(ctx context.Context, c *spec.Container, pid int) (State, error) {
-	ends, err := a.hostEnds(c.ID)
-	if err != nil {
-		return State{}, fmt.Errorf("network of %s: %w", c.ID, err)
-	}
 	var ct *container
+	var ends map[string]netlink.Link
+	var err error
 	if pid > 0 {
 		if ct, err = openContainer(pid); err != nil {
 			return State{}, fmt.Errorf("network of %s: %w", c.ID, err)
 		}
 		defer ct.close()
+		ends, err = a.endsOf(c, hostIfNames(a.cfg.Prefix, c), ct)
+	} else {
+		ends, err = a.hostEnds(c.ID)
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("network of %s: %w", c.ID, err)
 	}
 	var st State
 	for ifname, end := range ends {

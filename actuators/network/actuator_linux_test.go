@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -229,6 +230,13 @@ func TestRoutedContainers(t *testing.T) {
 	}
 	if got := proxies(); got != 2 {
 		t.Errorf("proxy entries after removing A: %d, want 2", got)
+	}
+	neighs, err := n.h.NeighList(0, netlink.FAMILY_ALL)
+	must(t, err)
+	for _, ne := range neighs {
+		if ne.IP.Equal(net.ParseIP("10.70.0.2")) || ne.IP.Equal(net.ParseIP("fd00:70::2")) {
+			t.Errorf("neighbour entry left after Remove: %v", ne)
+		}
 	}
 	if ping(t, inPid(pb), "10.70.0.2") {
 		t.Error("removed container still answers")
@@ -493,6 +501,10 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+func testLoggerQuiet() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
 func testLogger(t *testing.T) *slog.Logger {
