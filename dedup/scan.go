@@ -51,8 +51,7 @@ type seen struct {
 // least MinContainers of them, and writes each container's META for its
 // cached files, taken into use at its next mount. Containers that must not
 // share (spec.Container.NoDedup) are left out of trees by the caller.
-func (c *Cache) Scan(ctx context.Context, trees map[string]string) (ScanStats, error) {
-	var stats ScanStats
+func (c *Cache) Scan(ctx context.Context, trees map[string]string) (stats ScanStats, err error) {
 	if !c.Enabled() {
 		return stats, ErrDisabled
 	}
