@@ -264,7 +264,7 @@ func InstalledPackages(status []byte) (installed []string, broken map[string]str
 			continue
 		}
 		switch {
-		case st == "install ok installed":
+		case strings.HasSuffix(st, " ok installed"):
 			installed = append(installed, pkg)
 		case strings.HasSuffix(st, " not-installed") || strings.HasSuffix(st, " config-files"):
 		default:
