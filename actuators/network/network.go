@@ -27,6 +27,37 @@
 // (HostIfName) unless the spec names them, and carry the alias
 // "vzd:<container ID>:<interface>", which is how an agent restart finds
 // them again instead of recreating them.
+//
+// # What an operator configures on a real node
+//
+// vzd itself sets, in the host namespace: net.ipv4.ip_forward=1 and
+// net.ipv6.conf.all.forwarding=1 once a routed interface needs them,
+// proxy_arp=1 on each routed host end, proxy_ndp=1 on Config.Uplink, and one
+// proxy ARP/NDP entry per routed address on Config.Uplink (per address,
+// like vzctl, rather than proxy_arp=1 on the uplink, which would answer for
+// every address the node can route). The operator:
+//
+//   - names the uplink (the interface on the network the containers'
+//     addresses come from) in the agent's configuration, or routes the
+//     containers' addresses to the node on the network's router instead;
+//   - keeps IPv6 enabled on new interfaces (net.ipv6.conf.default.disable_ipv6=0)
+//     when containers have IPv6 addresses;
+//   - allows forwarding between the uplink and the host ends ("vz*") in the
+//     node's firewall, and keeps rp_filter at 0 or 2 (loose) on them;
+//   - creates the bridges named by bridged interfaces (vzd enslaves host ends
+//     to them but never creates or configures a bridge);
+//   - keeps 169.254.0.1 and fe80::1 free on the node: every routed host end
+//     carries them;
+//   - knows that enabling forwarding makes Linux ignore router
+//     advertisements on the uplink unless accept_ra=2 there.
+//
+// A routed interface with a spec gateway uses that gateway (on-link) as
+// its default next hop instead of 169.254.0.1; the host end answers ARP for
+// it through proxy_arp when the node has a route to it.
+//
+// Proxy entries of an address removed from the spec while the container
+// was stopped are not found again (nothing ties them to the container
+// then); Remove deletes those of the addresses the spec still names.
 package network
 
 import (
