@@ -117,6 +117,8 @@ const pageSize = 4096
 // comparing the values the kernel holds: units are compared as shares
 // (v1) or weight (v2), memory rounded down to pages, an unset period as
 // the default. Devices are compared on v1 only. Empty means no drift.
+// Where Apply reported ErrSwapNotAccounted, clear want.Swap first: the
+// kernel holds no swap limit to compare.
 func Drift(version int, want, got Resources) []string {
 	var d []string
 	diff := func(name string, w, g any) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // writeFile writes value to the control file dir/name. It never creates the
@@ -115,7 +116,16 @@ func removeTree(dir string) error {
 			}
 		}
 	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err = os.Remove(dir)
+	// Right after the last process of a cgroup exits, rmdir may still see
+	// it populated for a moment (the exit is accounted asynchronously);
+	// runc retries too. Bounded: about 300 ms in all, so a cgroup that
+	// really holds processes is reported quickly.
+	for delay := 10 * time.Millisecond; errors.Is(err, syscall.EBUSY) && delay <= 160*time.Millisecond; delay *= 2 {
+		time.Sleep(delay)
+		err = os.Remove(dir)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		if errors.Is(err, syscall.EBUSY) {
 			return fmt.Errorf("remove cgroup %s: processes still inside: %w", dir, unwrapPath(err))
 		}

@@ -67,8 +67,9 @@ func TestV1CPUBurnerHeldToLimit(t *testing.T) {
 	m, id := newV1Test(t)
 	ctx := ctxT(t)
 	dir := m.Dirs(id)["cpuacct"]
-	// Half a CPU, while the burner spins on every CPU.
-	if err := m.Apply(ctx, id, Resources{CPUQuota: 50000}); err != nil {
+	// A fifth of a CPU, while the burner spins on every CPU (a limit low
+	// enough to bite even when other work on the machine takes its share).
+	if err := m.Apply(ctx, id, Resources{CPUQuota: 20000}); err != nil {
 		t.Fatal(err)
 	}
 	h := startHelper(t, "burn")
@@ -87,17 +88,19 @@ func TestV1CPUBurnerHeldToLimit(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	u1, t1 := usage(), time.Now()
 	cpus := (u1 - u0) / float64(t1.Sub(t0).Nanoseconds())
-	t.Logf("burner used %.2f CPUs under a 0.5 CPU limit (%d CPUs online)", cpus, runtime.NumCPU())
-	// Wide tolerance: CFS lets a period's quota overrun a little, and the
-	// machine is shared (so there is no lower bound beyond "it ran").
-	if cpus > 0.5*1.4 {
-		t.Errorf("burner used %.2f CPUs, limit 0.5", cpus)
+	throttled := fieldOf(t, m.Dirs(id)["cpu"], "cpu.stat", "nr_throttled")
+	t.Logf("burner used %.2f CPUs under a 0.2 CPU limit (%d CPUs), throttled %d times", cpus, runtime.NumCPU(), throttled)
+	// Wide tolerance: CFS lets a period's quota overrun a little. The
+	// machine is shared, so there is no lower bound beyond "it ran"
+	// (nor a check of nr_throttled: under load it may never reach 0.5).
+	if cpus > 0.2*1.5 {
+		t.Errorf("burner used %.2f CPUs, limit 0.2", cpus)
 	}
-	if cpus < 0.02 {
-		t.Errorf("burner used %.2f CPUs: did it run in the cgroup?", cpus)
+	if cpus > 0.15 && throttled == 0 {
+		t.Errorf("burner ran at the limit but was never throttled")
 	}
-	if n := fieldOf(t, m.Dirs(id)["cpu"], "cpu.stat", "nr_throttled"); n == 0 {
-		t.Errorf("cpu.stat nr_throttled = 0, want throttling")
+	if u1 == u0 {
+		t.Errorf("burner used no CPU time in the cgroup")
 	}
 	h.wait(t, 10*time.Second)
 }
@@ -249,6 +252,17 @@ func TestV1BlkioThrottle(t *testing.T) {
 	}
 	if d := Drift(1, r, got); len(d) > 0 {
 		t.Errorf("drift: %q", d)
+	}
+	// IOPS only: the bytes/s rules go.
+	r = Resources{BlockDevice: dev, IOPS: 100}
+	if err := m.Apply(ctx, id, r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Read(ctx, id); err != nil || len(Drift(1, r, got)) > 0 {
+		t.Errorf("IOPS only: read %+v, %v", got, err)
+	}
+	if s := readT(t, dir, "blkio.throttle.read_bps_device"); s != "" {
+		t.Errorf("read_bps_device with BPS 0 = %q", s)
 	}
 	// Clearing the device removes the rules.
 	if err := m.Apply(ctx, id, Resources{}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // hierarchy is one mounted cgroup hierarchy on a v1 host.
@@ -159,6 +160,11 @@ func (m *v1) mkCpuset(rel string) error {
 		dir = filepath.Join(dir, part)
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("create cgroup %s: %w", dir, unwrapPath(err))
+		}
+		// Children made below (by a nested runtime in a delegated
+		// container) copy the values themselves.
+		if err := writeFile(dir, "cgroup.clone_children", "1"); err != nil {
+			return err
 		}
 		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
 			cur, err := readFile(dir, f)
@@ -681,6 +687,15 @@ func chownCgroup(dir string, files []string, uid, gid int) error {
 func (m *v1) Remove(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
+	}
+	// Fail fast on a populated cgroup instead of retrying rmdir in every
+	// hierarchy.
+	pids, err := m.procs(id)
+	if err != nil {
+		return err
+	}
+	if len(pids) > 0 {
+		return fmt.Errorf("remove cgroup %s/%s: %d processes still inside: %w", m.parent, id, len(pids), syscall.EBUSY)
 	}
 	var errs []error
 	for _, h := range m.hier {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // v2Controllers are the controllers the v2 driver enables for container
@@ -362,6 +363,13 @@ func (m *v2) Delegate(ctx context.Context, id string, uid, gid int) error {
 func (m *v2) Remove(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
+	}
+	pids, err := m.procs(m.dir(id))
+	if err != nil {
+		return err
+	}
+	if len(pids) > 0 {
+		return fmt.Errorf("remove cgroup %s: %d processes still inside: %w", m.dir(id), len(pids), syscall.EBUSY)
 	}
 	if err := removeTree(m.dir(id)); err != nil {
 		return err
