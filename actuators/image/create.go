@@ -140,6 +140,9 @@ func (a *Actuator) format(ctx context.Context, c *spec.Container, tmp string, si
 		return fmt.Errorf("create image %s: %w", tmp, err)
 	}
 	a.stepDone("create:truncated")
+	if err := os.MkdirAll(filepath.Join(c.Private, recordDir), 0o700); err != nil {
+		return err
+	}
 	seed := filepath.Join(c.Private, recordDir, "mkfs")
 	defer os.RemoveAll(seed)
 	if err := os.MkdirAll(filepath.Join(seed, RootDir), 0o755); err != nil {
@@ -166,6 +169,12 @@ func (a *Actuator) copyTemplate(ctx context.Context, c *spec.Container, src, tmp
 	ssb, err := readSuperblock(src)
 	if err != nil {
 		return fmt.Errorf("template: %w", err)
+	}
+	if l, ok, err := findLoop(src); err != nil {
+		return err
+	} else if ok {
+		// A mounted file system copied is an inconsistent copy.
+		return fmt.Errorf("template %s is in use (attached to %s)", src, l.Dev)
 	}
 	if !ssb.Clean() {
 		return fmt.Errorf("template %s: file system not clean (state %#x): rebuild the template", src, ssb.State)

@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -106,6 +107,10 @@ type Actuator struct {
 	// Kernel seams replaced by unit tests.
 	setCapacity func(dev string) error
 	loopControl string
+
+	// forcedDetach counts loop devices Unmount had to clear itself
+	// because autoclear had not released them; tests expect none.
+	forcedDetach atomic.Int64
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex

@@ -204,6 +204,9 @@ func TestCreateMountWriteRemount(t *testing.T) {
 	if st := mustObserve(t, a, c); !st.Clean {
 		t.Errorf("not clean after check and unmount: %+v", st)
 	}
+	if n := a.forcedDetach.Load(); n != 0 {
+		t.Errorf("autoclear did not detach on the last unmount (%d forced)", n)
+	}
 }
 
 func TestRestartFindsAttachment(t *testing.T) {

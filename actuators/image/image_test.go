@@ -105,6 +105,15 @@ func TestParseSuperblock(t *testing.T) {
 	if s.Size() != 1000*4096 || s.Inodes != 1024 || !s.Clean() {
 		t.Errorf("got %+v", s)
 	}
+	if !s.Checked() {
+		t.Error("never mounted, clean: resize2fs needs no e2fsck -f")
+	}
+	mounted := fakeSuperblock(1000, stateValid, incompatExtents)
+	binary.LittleEndian.PutUint32(mounted[0x2C:], 200) // s_mtime
+	binary.LittleEndian.PutUint32(mounted[0x40:], 100) // s_lastcheck
+	if s, _ := parseSuperblock(mounted); s.Checked() {
+		t.Error("mounted after its last check reported checked")
+	}
 	if s, _ := parseSuperblock(fakeSuperblock(1000, 0, incompatExtents)); s.Clean() {
 		t.Error("state 0 (mounted or crashed) reported clean")
 	}

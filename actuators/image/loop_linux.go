@@ -172,7 +172,7 @@ func setLoopCapacity(dev string) error {
 // detach waits for autoclear to release the device backing img, and
 // clears it itself when it is still bound afterwards (attached without
 // autoclear by someone, or a kernel that defers the rundown).
-func detach(ctx context.Context, img string) error {
+func (a *Actuator) detach(ctx context.Context, img string) error {
 	deadline := time.Now().Add(detachWait)
 	cleared := false
 	for {
@@ -186,6 +186,8 @@ func detach(ctx context.Context, img string) error {
 			}
 			// On a device still open elsewhere the kernel only sets
 			// autoclear (a lazy detach): it goes when the last user does.
+			a.forcedDetach.Add(1)
+			a.log.Warn("loop device still bound after unmount; clearing it", "image", img, "dev", l.Dev, "autoclear", l.Autoclear)
 			lf, err := os.OpenFile(l.Dev, os.O_RDWR|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return fmt.Errorf("detach %s: %w", l.Dev, err)

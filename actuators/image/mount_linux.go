@@ -189,8 +189,8 @@ func (a *Actuator) prepareOffline(ctx context.Context, c *spec.Container, img st
 			return fmt.Errorf("check %s: %w", img, err)
 		}
 	}
-	want := roundDown(a.size(c), sb.BlockSize)
-	if want == sb.Size() {
+	want := roundDown(c.Disk.Size, sb.BlockSize)
+	if want == 0 || want == sb.Size() { // no size set: keep the image's
 		return clearPending(c)
 	}
 	err := a.resizeOffline(ctx, c, img, want)
@@ -232,7 +232,7 @@ func (a *Actuator) unmount(ctx context.Context, c *spec.Container) error {
 	}
 	// Autoclear detaches the loop device on the last unmount; detach
 	// checks that it did.
-	if err := detach(ctx, imagePath(c)); err != nil {
+	if err := a.detach(ctx, imagePath(c)); err != nil {
 		return err
 	}
 	a.log.Debug("image unmounted", "container", c.ID)

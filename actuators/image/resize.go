@@ -41,7 +41,7 @@ func decideResize(cur, want uint64, attached, mounted bool) resizeAction {
 }
 
 // Resize brings the image's file system to c.Disk.Size (rounded down to
-// its block size). Mounted, it grows online (the file, LOOP_SET_CAPACITY,
+// its block size; zero changes nothing). Mounted, it grows online (the file, LOOP_SET_CAPACITY,
 // resize2fs); when the kernel refuses that (no CAP_SYS_RESOURCE, as on
 // hosts where root lacks it) the grow is recorded as pending and done
 // offline at the next Mount, and pending is true. A shrink of a mounted
@@ -79,7 +79,10 @@ func (a *Actuator) Resize(ctx context.Context, c *spec.Container) (pending bool,
 	}
 	m, mounted := ms[stagingPath(c)]
 	mounted = mounted && attached && devNumber(m) == loop.Number
-	cur, want := sb.Size(), roundDown(a.size(c), sb.BlockSize)
+	cur, want := sb.Size(), roundDown(c.Disk.Size, sb.BlockSize)
+	if want == 0 {
+		want = cur // no size set: nothing to change (DefaultSize is for Create only)
+	}
 	log := a.log.With("container", c.ID, "from", cur, "to", want)
 
 	switch decideResize(cur, want, attached, mounted) {
@@ -151,17 +154,24 @@ func onlineRefused(out []byte) bool {
 }
 
 // resizeOffline resizes the unattached image at img to want bytes:
-// e2fsck -f -p (resize2fs insists on a freshly checked file system), for a
+// e2fsck -f -p unless the file system was checked since its last mount
+// (resize2fs insists on that; a template image checked once when it was
+// built is not checked again for every copy), for a
 // shrink resize2fs -P to refuse what cannot fit, then resize2fs on the
 // file. The file is grown before and truncated after, so a crash in
 // between leaves a file at least as long as its file system.
 func (a *Actuator) resizeOffline(ctx context.Context, c *spec.Container, img string, want uint64) error {
-	if _, err := a.runTool(ctx, []int{1}, "e2fsck", "-f", "-p", img); err != nil {
-		return fmt.Errorf("check %s before resize: %w", img, err)
-	}
 	sb, err := readSuperblock(img)
 	if err != nil {
 		return err
+	}
+	if !sb.Checked() {
+		if _, err := a.runTool(ctx, []int{1}, "e2fsck", "-f", "-p", img); err != nil {
+			return fmt.Errorf("check %s before resize: %w", img, err)
+		}
+		if sb, err = readSuperblock(img); err != nil {
+			return err
+		}
 	}
 	cur := sb.Size()
 	if want < cur {

@@ -32,6 +32,8 @@ type superblock struct {
 	BlockSize  uint64
 	State      uint16
 	Incompat   uint32
+	MountTime  uint32 // s_mtime: last mount
+	CheckTime  uint32 // s_lastcheck: last e2fsck -f (or mkfs)
 }
 
 // Size is the file system's size in bytes.
@@ -42,6 +44,11 @@ func (s superblock) Size() uint64 { return s.Blocks * s.BlockSize }
 func (s superblock) Clean() bool {
 	return s.State&stateValid != 0 && s.State&stateErrors == 0 && s.Incompat&incompatRecover == 0
 }
+
+// Checked reports whether resize2fs will accept the file system without
+// a fresh e2fsck -f: clean and checked since it was last mounted (the
+// test resize2fs itself makes, see resize/main.c).
+func (s superblock) Checked() bool { return s.Clean() && s.CheckTime >= s.MountTime }
 
 // parseSuperblock decodes b, the 1024 bytes of an ext4 superblock. An ext2
 // or ext3 file system (no extents) is refused as not ext4.
@@ -60,6 +67,8 @@ func parseSuperblock(b []byte) (superblock, error) {
 		FreeInodes: uint64(le.Uint32(b[0x10:])),
 		State:      le.Uint16(b[0x3A:]),
 		Incompat:   le.Uint32(b[0x60:]),
+		MountTime:  le.Uint32(b[0x2C:]),
+		CheckTime:  le.Uint32(b[0x40:]),
 	}
 	logBlock := le.Uint32(b[0x18:])
 	if logBlock > 6 { // 64 KiB is ext4's largest block
