@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -116,7 +117,8 @@ const pageSize = 4096
 // (want) and those Read returned (got) on a cgroup of the given version,
 // comparing the values the kernel holds: units are compared as shares
 // (v1) or weight (v2), memory rounded down to pages, an unset period as
-// the default. Devices are compared on v1 only. Empty means no drift.
+// the default, CPU lists by the CPUs they name ("0,1" is "0-1"), an unset
+// CPU list not at all. Devices are compared on v1 only. Empty means no drift.
 // Where Apply reported ErrSwapNotAccounted, clear want.Swap first: the
 // kernel holds no swap limit to compare.
 func Drift(version int, want, got Resources) []string {
@@ -141,7 +143,11 @@ func Drift(version int, want, got Resources) []string {
 	} else {
 		diff("cpu shares", sharesFromUnits(want.CPUWeight), sharesFromUnits(got.CPUWeight))
 	}
-	diff("cpus", want.CPUs, got.CPUs)
+	// An unset mask means the parent's set, which v1 copies in: the value
+	// read back then is whatever the parent has, not drift.
+	if want.CPUs != "" {
+		diff("cpus", canonCPUs(want.CPUs), canonCPUs(got.CPUs))
+	}
 	diff("memory", want.Memory/pageSize*pageSize, got.Memory/pageSize*pageSize)
 	if want.Memory != 0 {
 		diff("swap", want.Swap/pageSize*pageSize, got.Swap/pageSize*pageSize)
@@ -164,4 +170,45 @@ func Drift(version int, want, got Resources) []string {
 		diff("devices", strings.Join(w, ", "), strings.Join(g, ", "))
 	}
 	return d
+}
+
+// canonCPUs rewrites a CPU list ("0,1,2,5") in the kernel's form
+// ("0-2,5"). A list it cannot parse is returned as it is.
+func canonCPUs(s string) string {
+	var cpus []int
+	for _, part := range strings.Split(strings.TrimSpace(s), ",") {
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return s
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a || b-a > 1<<16 {
+				return s
+			}
+		}
+		for c := a; c <= b; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	slices.Sort(cpus)
+	cpus = slices.Compact(cpus)
+	var out []string
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
+		}
+		if i == j {
+			out = append(out, strconv.Itoa(cpus[i]))
+		} else {
+			out = append(out, fmt.Sprintf("%d-%d", cpus[i], cpus[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(out, ",")
 }

@@ -164,3 +164,25 @@ func TestDeviceRuleString(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonCPUs(t *testing.T) {
+	for in, want := range map[string]string{
+		"":          "",
+		"0":         "0",
+		"0,1":       "0-1",
+		"3,0-1,2,7": "0-3,7",
+		"1-1":       "1",
+		"x":         "x",
+		"3-1":       "3-1",
+	} {
+		if got := canonCPUs(in); got != want {
+			t.Errorf("canonCPUs(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if d := Drift(2, Resources{CPUs: "0,1"}, Resources{CPUs: "0-1"}); len(d) != 0 {
+		t.Errorf("Drift of equal CPU lists: %q", d)
+	}
+	if d := Drift(2, Resources{}, Resources{CPUs: "0-1"}); len(d) != 0 {
+		t.Errorf("Drift of an unset list: %q", d)
+	}
+}

@@ -496,13 +496,7 @@ func (m *v1) Read(ctx context.Context, id string) (Resources, error) {
 		if err != nil {
 			return r, err
 		}
-		parent, err := readFile(filepath.Dir(dir), "cpuset.cpus")
-		if err != nil {
-			return r, err
-		}
-		if cpus != parent {
-			r.CPUs = cpus
-		}
+		r.CPUs = cpus
 	}
 	dir := m.path("memory", id)
 	mem, err := readInt(dir, "memory.limit_in_bytes", "")
