@@ -82,6 +82,7 @@ type Cache struct {
 	log    *slog.Logger
 	root   string // the store: objects/, ingest/, pins/, index.json
 	scanMu sync.Mutex
+	buf    []byte // read buffer of the running scan (see buffer)
 	now    func() time.Time
 }
 
@@ -256,7 +257,7 @@ func (c *Cache) commit(ctx context.Context, src, digest string, size uint64) (re
 		}
 	}()
 	h := sha1.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), &ctxReader{ctx: ctx, r: io.LimitReader(in, int64(size)+1)})
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), &ctxReader{ctx: ctx, r: io.LimitReader(in, int64(size)+1)}, c.buffer())
 	if err != nil {
 		return fmt.Errorf("copy %s into cache: %w", src, err)
 	}
