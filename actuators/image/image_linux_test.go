@@ -27,7 +27,26 @@ const (
 	envCrashStep   = "VZD_IMAGE_CRASH_STEP"
 	envCrashPrefix = "VZD_IMAGE_CRASH_PREFIX"
 	envCrashID     = "VZD_IMAGE_CRASH_ID"
+	envCrashSrc    = "VZD_IMAGE_CRASH_SRC"
+	// stepMkfsRunning kills the child while mkfs.ext4 is writing.
+	stepMkfsRunning = "create:mkfs-running"
 )
+
+// killAfterStart runs a tool and SIGKILLs its own process as soon as the
+// tool has started: the tool dies with it (Pdeathsig) mid-write.
+type killAfterStart struct{}
+
+func (killAfterStart) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(2 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	time.Sleep(time.Minute)
+	return nil, nil
+}
 
 func TestMain(m *testing.M) {
 	if step := os.Getenv(envCrashStep); step != "" {
@@ -38,7 +57,11 @@ func TestMain(m *testing.M) {
 
 func crashChild(step, prefix, id string) int {
 	paths := spec.Paths{Prefix: prefix}
-	a, _ := New(Config{Paths: paths})
+	cfg := Config{Paths: paths}
+	if step == stepMkfsRunning {
+		cfg.Runner = killAfterStart{}
+	}
+	a, _ := New(cfg)
 	a.step = func(name string) {
 		if name == step {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -47,7 +70,7 @@ func crashChild(step, prefix, id string) int {
 	}
 	c := testContainer(paths, id)
 	ctx := context.Background()
-	if err := a.Create(ctx, c, ""); err != nil {
+	if err := a.Create(ctx, c, os.Getenv(envCrashSrc)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
@@ -464,16 +487,28 @@ func TestDiskFull(t *testing.T) {
 // device, and the killed process must leak no loop device.
 func TestCrashConverges(t *testing.T) {
 	steps := []string{
-		"create:truncated", "create:built", "create:renamed", "create:record",
+		"create:truncated", stepMkfsRunning, "create:built", "create:renamed", "create:record",
 		"mount:attached", "mount:staging", "mount:root",
+		"template/create:copied", "template/create:built", "template/create:renamed",
 	}
 	for _, step := range steps {
-		t.Run(strings.ReplaceAll(step, ":", "_"), func(t *testing.T) {
+		t.Run(strings.NewReplacer(":", "_", "/", "_").Replace(step), func(t *testing.T) {
 			a, paths := rootEnv(t)
 			ctx := context.Background()
 			c := testContainer(paths, testutil.UniqueName("ct"))
+			src := ""
+			if s, ok := strings.CutPrefix(step, "template/"); ok {
+				step = s
+				tp := testContainer(paths, testutil.UniqueName("tp"))
+				tp.Disk.Size = 64 << 20
+				if err := a.Create(ctx, tp, ""); err != nil {
+					t.Fatal(err)
+				}
+				src = imagePath(tp)
+			}
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), envCrashStep+"="+step, envCrashPrefix+"="+paths.Prefix, envCrashID+"="+c.ID)
+			cmd.Env = append(os.Environ(), envCrashStep+"="+step, envCrashPrefix+"="+paths.Prefix,
+				envCrashID+"="+c.ID, envCrashSrc+"="+src)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -491,14 +526,14 @@ func TestCrashConverges(t *testing.T) {
 					t.Errorf("killed at %s: %d loop devices leaked", step, n)
 				}
 			}
-			if err := a.Create(ctx, c, ""); err != nil {
+			if err := a.Create(ctx, c, src); err != nil {
 				t.Fatal(err)
 			}
 			if err := a.Mount(ctx, c); err != nil {
 				t.Fatal(err)
 			}
 			st := mustObserve(t, a, c)
-			if !st.Complete || !st.Mounted || !st.RootMounted || st.Partial || loopsBacking(t, img) != 1 {
+			if !st.Complete || !st.Mounted || !st.RootMounted || st.Partial || loopsBacking(t, img) != 1 || st.Size != c.Disk.Size {
 				t.Fatalf("after crash at %s: %+v, %d loops", step, st, loopsBacking(t, img))
 			}
 			if err := os.WriteFile(filepath.Join(c.Root, "x"), []byte("y"), 0o644); err != nil {
