@@ -135,6 +135,13 @@ static void nsexec(int argc, char **argv) {
 	}
 	if (chdir("/") < 0)
 		die("chdir /");
+	// The same bounding set as the container's init (dropCaps in
+	// init_linux.go): sys_module, sys_rawio, sys_time, mac_override,
+	// mac_admin.
+	static const int drop[] = {16, 17, 25, 32, 33};
+	for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+		if (prctl(PR_CAPBSET_DROP, drop[i], 0, 0, 0) < 0 && errno != EINVAL)
+			die("drop capability");
 
 	int master = -1;
 	char slave[64] = "";
