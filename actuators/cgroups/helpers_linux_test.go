@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		helperBurn()
 	case "open":
 		helperOpen()
+	case "hold":
+		helperHold()
 	}
 	os.Exit(0)
 }
@@ -69,6 +71,19 @@ func helperBurn() {
 	for range n {
 		<-done
 	}
+}
+
+// helperHold allocates and touches 48 MiB, says "ready" and holds it
+// until stdin closes.
+func helperHold() {
+	waitGo()
+	b := make([]byte, 48<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	runtime.KeepAlive(b)
 }
 
 // helperOpen opens, for each line on stdin, the path it names and prints

@@ -321,3 +321,58 @@ func TestV1Delegate(t *testing.T) {
 		t.Errorf("mkdir as another uid succeeded")
 	}
 }
+
+// TestV1ApplyAfterFailedApply: a RAM limit below what the container uses
+// is refused by the kernel (it cannot reclaim anonymous memory without
+// swap); the error names the file and value, the other limits are applied
+// all the same, and a later Apply with a sane value succeeds.
+func TestV1ApplyAfterFailedApply(t *testing.T) {
+	m, id := newV1Test(t)
+	ctx := ctxT(t)
+	h := startHelper(t, "hold")
+	if err := m.AddProc(ctx, id, h.pid()); err != nil {
+		t.Fatal(err)
+	}
+	h.send(t, "go")
+	if s := h.line(t); s != "ready" {
+		t.Fatalf("helper said %q", s)
+	}
+	dir := m.Dirs(id)["memory"]
+	err := m.Apply(ctx, id, Resources{Memory: 8 << 20, Pids: 77})
+	if err == nil {
+		t.Fatalf("kernel accepted a RAM limit below usage (%s bytes used)", readT(t, dir, "memory.usage_in_bytes"))
+	}
+	if !strings.Contains(err.Error(), `write "8388608" to `+filepath.Join(dir, "memory.limit_in_bytes")) {
+		t.Errorf("error does not name value and file: %v", err)
+	}
+	if s := readT(t, m.Dirs(id)["pids"], "pids.max"); s != "77" {
+		t.Errorf("pids.max = %s after a failed RAM limit, want 77", s)
+	}
+	if err := m.Apply(ctx, id, Resources{Memory: 256 << 20, Pids: 77}); err != nil {
+		t.Errorf("Apply after the failure: %v", err)
+	}
+}
+
+// TestV1KillCancelled: a Kill whose ctx has ended stops waiting but never
+// leaves the cgroup frozen; a later Kill finishes the job.
+func TestV1KillCancelled(t *testing.T) {
+	m, id := newV1Test(t)
+	h := startHelper(t, "", "sleep", "60")
+	if err := m.AddProc(ctxT(t), id, h.pid()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	// The signal may or may not go out before the wait notices ctx;
+	// either way the freezer must be thawed.
+	_ = m.Kill(ctx, id)
+	if s := readT(t, m.Dirs(id)["freezer"], "freezer.state"); s != "THAWED" {
+		t.Errorf("freezer.state after a cancelled Kill = %s", s)
+	}
+	if err := m.Kill(ctxT(t), id); err != nil {
+		t.Fatal(err)
+	}
+	if sig, ok := exitSignal(h.wait(t, 10*time.Second)); !ok || sig != syscall.SIGKILL {
+		t.Error("sleep not killed")
+	}
+}
