@@ -123,9 +123,12 @@ func (a *Actuator) mount(ctx context.Context, c *spec.Container) error {
 	if err != nil {
 		return err
 	}
-	loop, attached, err := findLoop(img)
+	loop, attached, hold, err := a.boundLoop(ctx, img)
 	if err != nil {
 		return err
+	}
+	if hold != nil {
+		defer hold.Close()
 	}
 	ms, err := mountsAt(staging)
 	if err != nil {
@@ -136,16 +139,8 @@ func (a *Actuator) mount(ctx context.Context, c *spec.Container) error {
 		return fmt.Errorf("mount %s: staging %s holds %s (%s), not the image", c.ID, staging, m.Source, devNumber(m))
 	}
 	if !mounted {
-		var hold *os.File
 		dev := loop.Dev
-		if attached {
-			// Bound by someone who still holds it (with autoclear an
-			// unused device is gone): mount that one, never a second.
-			hold, err = openBound(dev)
-			if err != nil {
-				return fmt.Errorf("mount %s: %w", c.ID, err)
-			}
-		} else {
+		if !attached {
 			if err := a.prepareOffline(ctx, c, img, sb); err != nil {
 				return err
 			}
@@ -153,12 +148,12 @@ func (a *Actuator) mount(ctx context.Context, c *spec.Container) error {
 			if err != nil {
 				return err
 			}
+			// Closing hold after the mount (or on failure) lets autoclear
+			// detach the device once nothing uses it.
+			defer hold.Close()
 			log.Debug("image attached", "image", img, "dev", dev)
 			a.stepDone("mount:attached")
 		}
-		// Closing hold after the mount (or on failure) lets autoclear
-		// detach the device once nothing uses it.
-		defer hold.Close()
 		if err := os.MkdirAll(staging, 0o700); err != nil {
 			return err
 		}
@@ -176,6 +171,31 @@ func (a *Actuator) mount(ctx context.Context, c *spec.Container) error {
 	}
 	a.stepDone("mount:root")
 	return nil
+}
+
+// boundLoop finds the loop device backing img and opens it, so that it
+// stays bound while Mount uses it: bound by someone who still holds it
+// (with autoclear an unused device is gone), it is mounted rather than a
+// second one attached. A device in autoclear rundown (its last user just
+// went) answers ENXIO; then wait for the kernel to finish and report it
+// unattached.
+func (a *Actuator) boundLoop(ctx context.Context, img string) (Loop, bool, *os.File, error) {
+	for i := 0; ; i++ {
+		l, ok, err := findLoop(img)
+		if err != nil || !ok {
+			return l, false, nil, err
+		}
+		f, err := openBound(l.Dev)
+		if err == nil {
+			return l, true, f, nil
+		}
+		if !errors.Is(err, unix.ENXIO) || i*int(pollInterval) > int(detachWait) {
+			return l, false, nil, fmt.Errorf("open %s backing %s: %w", l.Dev, img, err)
+		}
+		if err := sleepCtx(ctx, pollInterval); err != nil {
+			return l, false, nil, err
+		}
+	}
 }
 
 // prepareOffline runs before an image is attached: e2fsck -p when the file
