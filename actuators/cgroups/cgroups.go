@@ -82,22 +82,31 @@ type Manager interface {
 	Create(ctx context.Context, id string) error
 	// Apply writes r to the container's cgroup; applied live.
 	Apply(ctx context.Context, id string, r Resources) error
-	// Read reads the limits back, for drift detection (compare with
-	// Drift: the kernel rounds some values).
+	// Read reads the limits back, for drift detection. Compare with
+	// Drift, not ==: the kernel rounds memory to pages, rewrites CPU
+	// lists, and units come back through the shares/weight mapping. The
+	// cpuset is the one in force (the parent's when none was set), and
+	// on v1 Devices is the whole allow-list, DefaultDevices included
+	// ("a *:* rwm" when unrestricted).
 	Read(ctx context.Context, id string) (Resources, error)
-	// AddProc moves pid into the container's cgroup.
+	// AddProc moves pid into the container's cgroup (every hierarchy on
+	// v1).
 	AddProc(ctx context.Context, id string, pid int) error
-	// Procs lists the pids in the container's cgroup (all controllers' union).
+	// Procs lists the pids in the container's cgroup and its child
+	// cgroups, sorted (on v1 the union over the hierarchies).
 	Procs(ctx context.Context, id string) ([]int, error)
-	// Kill sends SIGKILL to every process of the cgroup (freezing first so
-	// none escapes by forking) and waits until it is empty or ctx ends.
+	// Kill sends SIGKILL to every process of the cgroup and its children
+	// (freezing first so none escapes by forking; cgroup.kill where the
+	// kernel has it) and waits, polling, until it is empty, ctx ends, or
+	// 10 s pass. It never leaves the cgroup frozen.
 	Kill(ctx context.Context, id string) error
 	// Delegate chowns the container's cgroup directory and the files a
 	// nested manager writes to uid:gid, so that systemd in an unprivileged
 	// container can manage its own subtree.
 	Delegate(ctx context.Context, id string, uid, gid int) error
-	// Remove deletes the container's cgroup (and its children); it must
-	// be empty.
+	// Remove deletes the container's cgroup and its children, deepest
+	// first, in every hierarchy. With processes inside it fails at once
+	// with an error wrapping EBUSY. The parent stays.
 	Remove(ctx context.Context, id string) error
 	// Dirs returns the container's cgroup directories: hierarchy to
 	// absolute path. On v1 the keys are the hierarchies' mount options
