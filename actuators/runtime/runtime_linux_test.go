@@ -304,6 +304,13 @@ func TestExec(t *testing.T) {
 		}
 	}
 	e.mustFail(c, "write a process binary", `for p in /proc/[0-9]*; do echo x >> $p/exe && exit 0; done; exit 1`)
+	// With a tty: a pty of the container's own devpts.
+	out.Reset()
+	t.Setenv("TERM", "vt100")
+	code, err = e.r.Exec(ctx, c, []string{"/bin/sh", "-c", "tty; echo $TERM; test -t 0 && exit 3"}, strings.NewReader(""), &out, &out, true)
+	if err != nil || code != 3 || !strings.Contains(out.String(), "/dev/pts/0") || !strings.Contains(out.String(), "vt100") {
+		t.Errorf("exec with tty: %d, %v, %q", code, err, out.String())
+	}
 	if _, err := e.r.Exec(ctx, &spec.Container{ID: "none", Private: t.TempDir()}, []string{"true"}, nil, nil, nil, false); err == nil {
 		t.Error("exec into a container that never started succeeded")
 	}
