@@ -189,3 +189,37 @@ func TestWatchdogOverSocket(t *testing.T) {
 		t.Errorf("watchdog sent %q", got)
 	}
 }
+
+// TestWatchdogIdleLoopWithUnitSettings: with the unit's WatchdogSec=90s
+// and a loop that only beats once per 30 s resync pass, no gap between
+// pings reaches 90 s (systemd would restart the agent), for 10 minutes of
+// fake time.
+func TestWatchdogIdleLoopWithUnitSettings(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const watchdogSec, resync = 90 * time.Second, 30 * time.Second
+		var mu sync.Mutex
+		last, worst := time.Now(), time.Duration(0)
+		w := NewWatchdog(watchdogSec)
+		w.send = func(string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			worst = max(worst, time.Since(last))
+			last = time.Now()
+			return nil
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go w.Run(ctx)
+		for range 20 {
+			w.Beat()
+			time.Sleep(resync)
+		}
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if worst >= watchdogSec {
+			t.Errorf("longest gap between pings %v, systemd restarts at %v", worst, watchdogSec)
+		}
+		t.Logf("longest gap between pings: %v", worst)
+	})
+}
