@@ -242,13 +242,72 @@ func (d *hclDecoder) addr(field string, a *hcl.Attribute, dst *netip.Addr) {
 	*dst = ip
 }
 
+// Limits on HCL nesting. hclsyntax parses by recursive descent, so a file
+// of a million "[" or "!" overflows the goroutine stack, which is fatal
+// (not a panic that could be recovered). Real config files nest a few
+// levels deep; these limits are far above that and far below the stack.
+const (
+	maxHCLDepth     = 64
+	maxHCLOperators = 4096 // in one line of a block, or one list or call
+)
+
+// checkHCLDepth lexes data (the lexer is not recursive) and reports
+// nesting too deep to parse safely.
+func checkHCLDepth(file string, data []byte) Diagnostics {
+	var diags Diagnostics
+	tokens, _ := hclsyntax.LexConfig(data, file, hcl.InitialPos)
+	var open []hclsyntax.TokenType // innermost last
+	ops := 0
+	for _, tok := range tokens {
+		switch tok.Type {
+		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
+			hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl, hclsyntax.TokenOHeredoc:
+			open = append(open, tok.Type)
+			ops++
+		case hclsyntax.TokenCBrace, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
+			hclsyntax.TokenTemplateSeqEnd, hclsyntax.TokenCHeredoc:
+			if len(open) > 0 {
+				open = open[:len(open)-1]
+			}
+		case hclsyntax.TokenNewline, hclsyntax.TokenEOF:
+			// A new line in a block body or object starts a new
+			// expression; in a list or call it does not.
+			if len(open) == 0 || open[len(open)-1] == hclsyntax.TokenOBrace {
+				ops = 0
+			}
+		case hclsyntax.TokenQuotedLit, hclsyntax.TokenStringLit, hclsyntax.TokenNumberLit, hclsyntax.TokenIdent,
+			hclsyntax.TokenComment, hclsyntax.TokenComma, hclsyntax.TokenOQuote, hclsyntax.TokenCQuote,
+			hclsyntax.TokenEqual, hclsyntax.TokenDot:
+		default:
+			ops++
+		}
+		if len(open) > maxHCLDepth {
+			diags.Errorf(toPos(tok.Range.Start, file), "nested more than %d levels deep", maxHCLDepth)
+			return diags
+		}
+		if ops > maxHCLOperators {
+			diags.Errorf(toPos(tok.Range.Start, file), "expression with more than %d operators", maxHCLOperators)
+			return diags
+		}
+	}
+	return nil
+}
+
+// parseHCLFile parses with the depth guard.
+func parseHCLFile(file string, data []byte) (*hcl.File, hcl.Diagnostics, Diagnostics) {
+	if ds := checkHCLDepth(file, data); ds != nil {
+		return nil, nil, ds
+	}
+	f, hd := hclsyntax.ParseConfig(data, file, hcl.InitialPos)
+	return f, hd, fromHCL(hd, file)
+}
+
 // ParseHCL decodes every container block of an HCL file, with the defaults
 // of g (which may be nil) applied. IDs lists the block labels found, even
 // for blocks with errors.
 func ParseHCL(file string, data []byte, g *Global, p Paths) (cs []*Container, ids []string, diags Diagnostics) {
-	f, hd := hclsyntax.ParseConfig(data, file, hcl.InitialPos)
-	diags = fromHCL(hd, file)
-	if hd.HasErrors() {
+	f, hd, diags := parseHCLFile(file, data)
+	if f == nil || hd.HasErrors() {
 		// Recover the labels a broken file declares so the agent can keep
 		// their last good spec.
 		if f != nil {
@@ -618,9 +677,8 @@ func (d *hclDecoder) duration(field string, a *hcl.Attribute, dst *time.Duration
 func ParseGlobalHCL(file string, data []byte) (*Global, Diagnostics) {
 	g := DefaultGlobal()
 	g.Source = Pos{File: file}
-	f, hd := hclsyntax.ParseConfig(data, file, hcl.InitialPos)
-	diags := fromHCL(hd, file)
-	if hd.HasErrors() {
+	f, hd, diags := parseHCLFile(file, data)
+	if f == nil || hd.HasErrors() {
 		return g, sortDiags(diags)
 	}
 	content, hd := f.Body.Content(globalFileSchema)

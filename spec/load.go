@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
@@ -177,7 +176,7 @@ func Sniff(data []byte) Format {
 // IsGlobalHCL reports whether data is an HCL global file: it has a
 // top-level defaults or dedup block.
 func IsGlobalHCL(data []byte) bool {
-	f, _ := hclsyntax.ParseConfig(data, "", hcl.InitialPos)
+	f, _, _ := parseHCLFile("", data)
 	if f == nil {
 		return false
 	}
