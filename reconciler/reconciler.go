@@ -154,6 +154,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
+	// The heartbeat proves the loop itself is alive while idle (the
+	// systemd watchdog); a loop stuck in a pass stops beating.
+	heartbeat := time.NewTicker(5 * time.Second)
+	defer heartbeat.Stop()
 	r.pass(ctx)
 	for {
 		if w != nil {
@@ -162,6 +166,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-heartbeat.C:
+			r.cfg.Progress()
+			continue
 		case <-r.trigger:
 		case <-tick.C:
 		}

@@ -113,7 +113,10 @@ func (r *Reconciler) finishStatus(id string, in Input, err error) {
 			}
 			for _, d := range r.set.Diags {
 				if d.Severity == spec.SeverityError && d.Pos.File == path {
-					st.LastError = "config file invalid (last good spec kept): " + d.Message
+					st.LastError = "config file invalid: " + d.Message
+					if !in.Held {
+						st.LastError = "config file invalid (last good spec kept): " + d.Message
+					}
 					st.ErrorAt = d.Pos.String()
 					break
 				}

@@ -190,13 +190,13 @@ func TestWatchdogOverSocket(t *testing.T) {
 	}
 }
 
-// TestWatchdogIdleLoopWithUnitSettings: with the unit's WatchdogSec=90s
-// and a loop that only beats once per 30 s resync pass, no gap between
-// pings reaches 90 s (systemd would restart the agent), for 10 minutes of
-// fake time.
+// TestWatchdogIdleLoopWithUnitSettings: with the unit's WatchdogSec=30s
+// and an idle loop that beats from its 5 s heartbeat (reconciler.Run), no
+// gap between pings reaches 30 s (systemd would restart the agent), for
+// 10 minutes of fake time.
 func TestWatchdogIdleLoopWithUnitSettings(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const watchdogSec, resync = 90 * time.Second, 30 * time.Second
+		const watchdogSec, heartbeat = 30 * time.Second, 5 * time.Second
 		var mu sync.Mutex
 		last, worst := time.Now(), time.Duration(0)
 		w := NewWatchdog(watchdogSec)
@@ -210,9 +210,9 @@ func TestWatchdogIdleLoopWithUnitSettings(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		go w.Run(ctx)
-		for range 20 {
+		for range 120 {
 			w.Beat()
-			time.Sleep(resync)
+			time.Sleep(heartbeat)
 		}
 		synctest.Wait()
 		mu.Lock()

@@ -51,7 +51,7 @@ func TestUnitDirectives(t *testing.T) {
 		"Service.KillMode":         "process",
 		"Service.Delegate":         "yes",
 		"Service.Restart":          "on-failure",
-		"Service.WatchdogSec":      "90s",
+		"Service.WatchdogSec":      "30s",
 		"Service.RuntimeDirectory": "vzd",
 	} {
 		if got := keys[k]; len(got) != 1 || got[0] != want {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"vzd/actuators/runtime"
 	"vzd/spec"
 )
 
@@ -38,6 +39,11 @@ func register(c *command) { commands[c.name] = c }
 type globals struct {
 	paths    spec.Paths
 	logLevel string
+	// hostNetns is the network namespace of the node side of container
+	// links (bridges, host ends, routes): "" is the agent's own. The demo
+	// and the tests use a namespace of their own, so nothing reaches the
+	// host's network.
+	hostNetns string
 	stdout   io.Writer
 	stderr   io.Writer
 	log      *slog.Logger
@@ -48,6 +54,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.paths.ConfigDir, "config-dir", g.paths.ConfigDir, "directory of container files")
 	fs.StringVar(&g.paths.GlobalConfig, "global-config", g.paths.GlobalConfig, "global configuration (legacy vz.conf or HCL)")
 	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "debug, info, warn or error")
+	fs.StringVar(&g.hostNetns, "host-netns", g.hostNetns, "network namespace (path, e.g. /run/netns/NAME) for the node side of container links; default the agent's own")
 }
 
 // exitError ends the program with a code and no further message.
@@ -56,6 +63,11 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
+	// A re-executed supervisor or container init stage runs here and
+	// never returns.
+	if runtime.Main() {
+		return
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -64,12 +76,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	top := flag.NewFlagSet("vzd", flag.ContinueOnError)
 	top.SetOutput(stderr)
 	g.register(top)
-	top.Usage = func() { usage(stderr, top) }
+	// Usage is printed below, once, on stdout for --help; a bad flag only
+	// gets the flag package's one-line error and a hint.
+	top.Usage = func() {}
 	if err := top.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout, top)
 			return 0
 		}
+		fmt.Fprintln(stderr, "run 'vzd --help' for usage")
 		return 2
 	}
 	rest := top.Args()
@@ -96,12 +111,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cmd.flags != nil {
 		cmd.flags(fs)
 	}
-	fs.Usage = func() { cmdUsage(stderr, cmd, fs) }
+	fs.Usage = func() {}
 	if err := fs.Parse(rest[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cmdUsage(stdout, cmd, fs)
 			return 0
 		}
+		fmt.Fprintf(stderr, "run 'vzd %s --help' for usage\n", cmd.name)
 		return 2
 	}
 	g.log = newLogger(stderr, g.logLevel)
