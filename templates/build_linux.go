@@ -55,7 +55,12 @@ func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info 
 	c.log.Info("building template", "template", o.Name, "defhash", o.DefHash(), "builder", o.Builder)
 
 	progress.Start("build "+o.Name, c.estimate(o))
-	stop := pollProgress(progress, func() int64 { return tmpfsUsed(staging) })
+	var peak int64
+	stop := pollProgress(progress, func() int64 {
+		u := tmpfsUsed(staging)
+		peak = max(peak, u)
+		return u
+	})
 	var err error
 	switch o.Builder {
 	case BuilderBusybox:
@@ -106,7 +111,7 @@ func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info 
 	}
 	info = c.unbuilt(o)
 	info.Built, info.Path, info.Tarball, info.Size = true, base+".img", base+".tar.gz", st.Size()
-	info.TreeBytes, info.TreeFiles = bytesUsed, files
+	info.TreeBytes, info.TreeFiles, info.StagingPeak = bytesUsed, files, peak
 	info.BuiltAt = time.Now().UTC().Truncate(time.Second)
 	info.BuildTime = time.Since(start).Round(time.Millisecond).String()
 	if err := ctx.Err(); err != nil {
@@ -127,14 +132,14 @@ func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info 
 	return info, nil
 }
 
-// estimate is the expected tree size for the progress bar: the last
-// build's when known.
+// estimate is the expected size of the staging tree at its largest (with
+// downloaded packages) for the progress bar: the last build's when known.
 func (c *Cache) estimate(o OS) int64 {
 	if m, _ := filepath.Glob(filepath.Join(c.dir, o.Name+"-*.json")); len(m) > 0 {
 		for _, p := range m {
 			var in Info
-			if b, err := os.ReadFile(p); err == nil && jsonUnmarshal(b, &in) == nil && in.TreeBytes > 0 {
-				return in.TreeBytes
+			if b, err := os.ReadFile(p); err == nil && jsonUnmarshal(b, &in) == nil && in.StagingPeak > 0 {
+				return in.StagingPeak
 			}
 		}
 	}

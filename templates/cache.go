@@ -37,6 +37,7 @@ type Info struct {
 	Size         int64     `json:"size,omitempty"`    // apparent size of the image
 	TreeBytes    int64     `json:"tree_bytes,omitempty"`
 	TreeFiles    int64     `json:"tree_files,omitempty"`
+	StagingPeak  int64     `json:"staging_peak,omitempty"` // bytes the build used at most, for the next progress bar
 	BuiltAt      time.Time `json:"built_at,omitzero"`
 	BuildTime    string    `json:"build_time,omitempty"`
 }

@@ -17,7 +17,7 @@ const (
 
 // builderVersion is part of every definition hash: bump it when a builder
 // changes what it produces, so existing caches are rebuilt.
-const builderVersion = "1"
+const builderVersion = "2"
 
 // OS is the definition of an OS template.
 type OS struct {
@@ -34,8 +34,8 @@ type OS struct {
 	// PostInstall are shell scripts run with /bin/sh inside the new tree
 	// (chroot, private mount, pid and network namespaces), in order.
 	PostInstall []string `json:"post_install,omitempty"`
-	// EstimatedSize is the expected size of the tree in bytes; it only
-	// drives the progress bar of a first build.
+	// EstimatedSize is the expected peak size of the build tree in bytes
+	// (downloads included); it only drives the progress bar of a first build.
 	EstimatedSize int64 `json:"-"`
 }
 
@@ -73,6 +73,14 @@ var debianPostInstall = []string{
 	// Units that need hardware or a host-wide role a container lacks.
 	`for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket systemd-modules-load.service sys-kernel-config.mount systemd-timesyncd.service getty@tty1.service; do ln -sf /dev/null /etc/systemd/system/$u; done`,
 	`echo localhost > /etc/hostname`,
+	// Documentation, manual pages and translations are a third of a
+	// minimal tree and every container copies the image: drop them, and
+	// keep dpkg from installing them later (as Debian's slim images do).
+	`printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' 'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' 'path-exclude /usr/share/lintian/*' > /etc/dpkg/dpkg.cfg.d/vzd-slim
+	find /usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete
+	find /usr/share/doc -mindepth 1 -type d -empty -delete
+	rm -rf /usr/share/man/* /usr/share/info/* /usr/share/lintian/*
+	find /usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +`,
 	`apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log /var/log/apt/* /tmp/* /var/tmp/*`,
 }
 
@@ -91,7 +99,7 @@ func Builtin() (osTemplates []OS, apps []App) {
 			Packages: []string{"systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping",
 				"procps", "less", "ca-certificates", "netbase", "ifupdown", "libpam-systemd"},
 			PostInstall:   debianPostInstall,
-			EstimatedSize: 330 << 20,
+			EstimatedSize: 270 << 20,
 		},
 	}
 	apps = []App{
