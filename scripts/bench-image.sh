@@ -18,7 +18,7 @@ RUNS=${BENCH_RUNS:-10}
 FIO_SIZE=${BENCH_FIO_SIZE:-1G}
 
 [ "$(id -u)" = 0 ] || { echo "bench-image: needs root" >&2; exit 1; }
-for t in go hyperfine fio jq mkfs.ext4 resize2fs e2fsck losetup truncate; do
+for t in go fio jq mkfs.ext4 resize2fs e2fsck losetup truncate; do
 	command -v "$t" >/dev/null || { echo "bench-image: needs $t" >&2; exit 1; }
 done
 
@@ -39,6 +39,7 @@ trap cleanup EXIT
 cleanup
 mkdir -p "$W" "$ROOT/docs/bench"
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 BT=$W/benchtool
 GOFLAGS=-buildvcs=false go build -o "$BT" ./actuators/image/internal/benchtool
 P=$W/p   # vzd's node prefix
@@ -46,7 +47,7 @@ S=$W/s   # the shell tools' directory
 mkdir -p "$S"
 MKFS_OPTS="-q -F -t ext4 -b 4096 -m 0 -E lazy_itable_init=1,lazy_journal_init=1"
 
-# Helper scripts, so hyperfine's command lines stay readable in the report.
+# Helper scripts, so the command lines stay readable in the report.
 cat >"$W/shell-create-mount.sh" <<EOF
 set -e
 truncate -s 10G $S/img
@@ -76,26 +77,61 @@ truncate -s 10G $S/img
 mkfs.ext4 $MKFS_OPTS $S/img
 EOF
 
-median() { jq -r '.results[0].median' "$1"; }
+mkdir -p "$W/seed/root"
+cat >"$W/mkfs-d.sh" <<EOF
+set -e
+truncate -s 10G $S/img
+mkfs.ext4 $MKFS_OPTS -d $W/seed $S/img
+EOF
+cat >"$W/mkfs-mount.sh" <<EOF
+set -e
+truncate -s 10G $S/img
+mkfs.ext4 $MKFS_OPTS $S/img
+mkdir -p $S/mnt
+mount -o loop $S/img $S/mnt
+mkdir $S/mnt/root
+umount $S/mnt
+EOF
+
+# Timing: each measured command is a whole process started from this
+# shell; vzd and its peer alternate round by round (after one warm-up
+# round), so both see the same background load on a shared machine.
+declare -A T
+timed() { # name prepare command
+	eval "$2" >/dev/null 2>&1 || true
+	local t0=$EPOCHREALTIME
+	eval "$3" >/dev/null 2>&1 || { echo "bench-image: failed: $3" >&2; exit 1; }
+	local t1=$EPOCHREALTIME
+	[ "$ROUND" = 0 ] || T[$1]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}') "
+}
+pair() { # nameA prepA cmdA nameB prepB cmdB
+	for ((ROUND = 0; ROUND <= RUNS; ROUND++)); do
+		if ((ROUND % 2)); then
+			timed "$4" "$5" "$6"; timed "$1" "$2" "$3"
+		else
+			timed "$1" "$2" "$3"; timed "$4" "$5" "$6"
+		fi
+	done
+}
+median() { printf '%s\n' ${T[$1]} | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ms() { awk -v s="$1" 'BEGIN {printf "%.1f", s * 1000}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
-hf() { # name prepare command
-	hyperfine --runs "$RUNS" --warmup 1 --style none --export-json "$W/$1.json" \
-		--prepare "$2" "$3" >/dev/null
-}
-
 echo "bench-image: create + mount 10 GiB" >&2
-hf vzd-create "$BT destroy -prefix $P -id ct" "$BT create-mount -prefix $P -id ct -size 10G"
+pair vzd-create "$BT destroy -prefix $P -id ct" "$BT create-mount -prefix $P -id ct -size 10G" \
+	shell-create "sh $W/shell-clean.sh" "sh $W/shell-create-mount.sh"
 $BT destroy -prefix "$P" -id ct
-hf shell-create "sh $W/shell-clean.sh" "sh $W/shell-create-mount.sh"
 sh "$W/shell-clean.sh"
 
+echo "bench-image: root/ by mkfs -d or by a mount" >&2
+pair mkfs-d "rm -f $S/img" "sh $W/mkfs-d.sh" mkfs-mount "rm -f $S/img" "sh $W/mkfs-mount.sh"
+rm -f "$S/img"
+
 echo "bench-image: offline grow 10 -> 20 GiB" >&2
-hf vzd-grow "$BT destroy -prefix $P -id ct && $BT create -prefix $P -id ct -size 10G" \
-	"$BT resize -prefix $P -id ct -size 20G"
+pair vzd-grow "$BT destroy -prefix $P -id ct && $BT create -prefix $P -id ct -size 10G" \
+	"$BT resize -prefix $P -id ct -size 20G" \
+	shell-grow "sh $W/shell-fresh10.sh" "sh $W/shell-grow.sh"
 $BT destroy -prefix "$P" -id ct
-hf shell-grow "sh $W/shell-fresh10.sh" "sh $W/shell-grow.sh"
 rm -f "$S/img"
 
 echo "bench-image: template" >&2
@@ -111,17 +147,18 @@ TMPL=$P/vz/private/tmpl/root.hdd/root.hdd
 e2fsck -f -p "$TMPL" >/dev/null
 COPY_METHOD=$($BT copy "$TMPL" "$W/copy-probe.img")
 rm -f "$W/copy-probe.img"
-hf vzd-template "$BT destroy -prefix $P -id ct" "$BT create-mount -prefix $P -id ct -size 10G -src $TMPL"
-$BT destroy -prefix "$P" -id ct
-hf vzd-template1 "$BT destroy -prefix $P -id ct" "$BT create-mount -prefix $P -id ct -size 1G -src $TMPL"
-$BT destroy -prefix "$P" -id ct
 # sync -f: the template path fsyncs its copy before the rename (a renamed
 # image must be complete), so the tar path is timed until durable too.
-hf vzd-tar "$BT destroy -prefix $P -id ct" \
+pair vzd-template "$BT destroy -prefix $P -id ct" "$BT create-mount -prefix $P -id ct -size 10G -src $TMPL" \
+	vzd-tar "$BT destroy -prefix $P -id ct" \
 	"$BT create-mount -prefix $P -id ct -size 10G && tar -C $P/vz/root/ct -xf $W/tree.tar && sync -f $P/vz/root/ct"
+RUNS_SAVED=$RUNS; RUNS=4
+pair vzd-template1 "$BT destroy -prefix $P -id ct" "$BT create-mount -prefix $P -id ct -size 1G -src $TMPL" \
+	vzd-tar1 "$BT destroy -prefix $P -id ct" \
+	"$BT create-mount -prefix $P -id ct -size 10G && tar -C $P/vz/root/ct -xf $W/tree.tar && sync -f $P/vz/root/ct"
+RUNS=$RUNS_SAVED
 $BT destroy -prefix "$P" -id ct
-hf cp-sparse "rm -f $W/cp.img" "cp --sparse=always $TMPL $W/cp.img"
-hf vzd-copy "rm -f $W/cp.img" "$BT copy $TMPL $W/cp.img"
+pair vzd-copy "rm -f $W/cp.img" "$BT copy $TMPL $W/cp.img" cp-sparse "rm -f $W/cp.img" "cp --sparse=always $TMPL $W/cp.img"
 rm -f "$W/cp.img"
 
 echo "bench-image: fio" >&2
@@ -140,10 +177,12 @@ FIO_HOST=$(fio_bw "$W/fio-host.dat")
 rm -f "$P/vz/root/ct/fio.dat" "$W/fio-host.dat"
 $BT destroy -prefix "$P" -id ct
 
-VC=$(median "$W/vzd-create.json"); SC=$(median "$W/shell-create.json")
-VG=$(median "$W/vzd-grow.json"); SG=$(median "$W/shell-grow.json")
-VT=$(median "$W/vzd-template.json"); VT1=$(median "$W/vzd-template1.json"); VX=$(median "$W/vzd-tar.json")
-CP=$(median "$W/cp-sparse.json"); VCP=$(median "$W/vzd-copy.json")
+VC=$(median vzd-create); SC=$(median shell-create)
+VG=$(median vzd-grow); SG=$(median shell-grow)
+VT=$(median vzd-template); VX=$(median vzd-tar)
+VT1=$(median vzd-template1); VX1=$(median vzd-tar1)
+MD=$(median mkfs-d); MM=$(median mkfs-mount)
+CP=$(median cp-sparse); VCP=$(median vzd-copy)
 HOSTFS=$(findmnt -n -o FSTYPE --target "$W")
 
 {
@@ -151,15 +190,17 @@ HOSTFS=$(findmnt -n -o FSTYPE --target "$W")
 	echo
 	echo "Written by \`scripts/bench-image.sh\` on $(date -u +%Y-%m-%dT%H:%MZ)."
 	echo "Machine: $(nproc) CPUs, kernel $(uname -r), $(mkfs.ext4 -V 2>&1 | head -1), scratch on $HOSTFS ($W)."
-	echo "Medians of $RUNS runs (hyperfine, one warm-up), each a whole process, peers measured in the same run."
+	echo "Load average when it started: $LOAD (the machine is shared with other work; figures are noisy)."
+	echo "Medians of $RUNS runs after one warm-up, each a whole process timed from bash (\$EPOCHREALTIME), vzd and its peer alternating run by run in the same script run."
 	echo "vzd's steps are \`actuators/image/internal/benchtool\` subcommands (one Actuator call each)."
 	echo
 	echo "| work | vzd | peer | vzd / peer |"
 	echo "|---|---|---|---|"
 	echo "| create + mount a 10 GiB image | $(ms "$VC") ms | $(ms "$SC") ms (shell tools) | $(ratio "$VC" "$SC") |"
+	echo "| make root/ in a fresh 10 GiB image: mkfs.ext4 -d (vzd's way) | $(ms "$MD") ms | $(ms "$MM") ms (mkfs, mount, mkdir, umount) | $(ratio "$MD" "$MM") |"
 	echo "| offline grow 10 -> 20 GiB | $(ms "$VG") ms | $(ms "$SG") ms (shell tools) | $(ratio "$VG" "$SG") |"
 	echo "| create + mount from a template (${TREE_MB} MiB tree) | $(ms "$VT") ms | $(ms "$VX") ms (fresh image + tar -x, vzd) | $(ratio "$VT" "$VX") |"
-	echo "| create + mount from the template, same size (1 GiB: no resize2fs) | $(ms "$VT1") ms | $(ms "$VX") ms (as above) | $(ratio "$VT1" "$VX") |"
+	echo "| create + mount from the template, same size (1 GiB: no resize2fs) | $(ms "$VT1") ms | $(ms "$VX1") ms (as above; 4 rounds) | $(ratio "$VT1" "$VX1") |"
 	echo "| sparse copy of the 1 GiB template image | $(ms "$VCP") ms ($COPY_METHOD) | $(ms "$CP") ms (cp --sparse=always) | $(ratio "$VCP" "$CP") |"
 	echo "| sequential O_DIRECT write, 1 MiB blocks | $FIO_IMG MB/s (in image) | $FIO_HOST MB/s (host $HOSTFS) | $(ratio "$FIO_IMG" "$FIO_HOST") |"
 	echo
@@ -170,8 +211,8 @@ HOSTFS=$(findmnt -n -o FSTYPE --target "$W")
 	echo "Create + mount (vzd: \`Create\` = truncate, \`mkfs.ext4 -d\` with an empty \`root/\`, fsync, rename, record, ve.conf link; \`Mount\` = LOOP_CONFIGURE with direct IO and autoclear, mount, private bind of \`root/\`):"
 	echo
 	echo '```'
-	echo "hyperfine --runs $RUNS --warmup 1 --prepare '$BT destroy -prefix $P -id ct' '$BT create-mount -prefix $P -id ct -size 10G'"
-	echo "hyperfine --runs $RUNS --warmup 1 --prepare 'sh shell-clean.sh' 'sh shell-create-mount.sh'"
+	echo "$BT create-mount -prefix $P -id ct -size 10G      # prepare: $BT destroy -prefix $P -id ct"
+	echo "sh shell-create-mount.sh                          # prepare: sh shell-clean.sh (umount, rm)"
 	echo '```'
 	echo
 	echo "shell-create-mount.sh:"
@@ -183,8 +224,8 @@ HOSTFS=$(findmnt -n -o FSTYPE --target "$W")
 	echo "Offline grow (vzd: \`Resize\` on an unmounted image = e2fsck -f -p, truncate, resize2fs):"
 	echo
 	echo '```'
-	echo "hyperfine --runs $RUNS --warmup 1 --prepare '$BT destroy ... && $BT create -prefix $P -id ct -size 10G' '$BT resize -prefix $P -id ct -size 20G'"
-	echo "hyperfine --runs $RUNS --warmup 1 --prepare 'sh shell-fresh10.sh' 'sh shell-grow.sh'"
+	echo "$BT resize -prefix $P -id ct -size 20G           # prepare: $BT destroy ...; $BT create -prefix $P -id ct -size 10G"
+	echo "sh shell-grow.sh                                  # prepare: sh shell-fresh10.sh (truncate, mkfs.ext4)"
 	echo '```'
 	echo
 	echo "shell-grow.sh:"
@@ -196,11 +237,11 @@ HOSTFS=$(findmnt -n -o FSTYPE --target "$W")
 	echo "Template (a 1 GiB image holding a copy of /usr/bin in \`root/\`, checked once with e2fsck -f after it was built; vzd: sparse copy, fsync, resize2fs to 10 GiB, rename, mount):"
 	echo
 	echo '```'
-	echo "hyperfine ... '$BT create-mount -prefix $P -id ct -size 10G -src \$TMPL'"
-	echo "hyperfine ... '$BT create-mount -prefix $P -id ct -size 1G -src \$TMPL'"
-	echo "hyperfine ... '$BT create-mount -prefix $P -id ct -size 10G && tar -C $P/vz/root/ct -xf tree.tar && sync -f $P/vz/root/ct'"
-	echo "hyperfine ... --prepare 'rm -f cp.img' '$BT copy \$TMPL cp.img'    # image.CopySparse"
-	echo "hyperfine ... --prepare 'rm -f cp.img' 'cp --sparse=always \$TMPL cp.img'"
+	echo "$BT create-mount -prefix $P -id ct -size 10G -src \$TMPL"
+	echo "$BT create-mount -prefix $P -id ct -size 1G -src \$TMPL"
+	echo "$BT create-mount -prefix $P -id ct -size 10G && tar -C $P/vz/root/ct -xf tree.tar && sync -f $P/vz/root/ct"
+	echo "$BT copy \$TMPL cp.img                            # image.CopySparse"
+	echo "cp --sparse=always \$TMPL cp.img"
 	echo '```'
 	echo
 	echo "fio, inside an image mounted by vzd (10 GiB, loop with direct IO) and on the host file system; one warm-up run that allocates, then the median of three overwriting runs:"
