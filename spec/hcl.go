@@ -708,7 +708,7 @@ func ParseGlobalHCL(file string, data []byte) (*Global, Diagnostics) {
 }
 
 func decodeDedup(file string, body hcl.Body, dc *DedupConfig) Diagnostics {
-	d := &hclDecoder{file: file, c: &Container{Positions: map[string]Pos{}}}
+	d := &hclDecoder{file: file, c: &Container{Source: toPos(body.MissingItemRange().Start, file), Positions: map[string]Pos{}}}
 	ct := d.content(body, dedupSchema)
 	if ct == nil {
 		return d.diags
@@ -737,5 +737,6 @@ func decodeDedup(file string, body hcl.Body, dc *DedupConfig) Diagnostics {
 			dc.Dirs, _ = d.strList(field, a, false)
 		}
 	}
+	d.diags = append(d.diags, checkDedup(dc, func(f string) Pos { return d.c.PosOf("dedup." + f) })...)
 	return d.diags
 }

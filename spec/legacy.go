@@ -113,6 +113,14 @@ func ParseGlobalLegacy(file string, data []byte) (*Global, Diagnostics) {
 	if kv, ok := kvs["PFCACHE_DIRS"]; ok {
 		d.Dirs = strings.Fields(kv.Value)
 	}
+	legacyDedupKeys := map[string]string{"schedule": "PFCACHE_SCHEDULE", "min_size": "PFCACHE_MINSIZE",
+		"max_size": "PFCACHE_MAXSIZE", "cache_size": "PFCACHE_SIZE", "min_containers": "PFCACHE_MIN_CONTAINERS", "dirs": "PFCACHE_DIRS"}
+	diags = append(diags, checkDedup(d, func(f string) Pos {
+		if p, ok := g.RawPos[legacyDedupKeys[f]]; ok {
+			return p
+		}
+		return g.Source
+	})...)
 	// Container keys of vz.conf are defaults for HCL containers too.
 	def, ddiags := mapLegacy(&Container{Positions: map[string]Pos{}}, g.inherited(), "", true)
 	diags = append(diags, ddiags...)

@@ -279,6 +279,9 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 		f := &File{Path: fpath}
 		set.Files[fpath] = f
 		format, why := classify(name)
+		if p.GlobalConfig != "" && filepath.Clean(fpath) == filepath.Clean(p.GlobalConfig) {
+			why = "the global configuration"
+		}
 		if why != "" {
 			f.Ignored = why
 			continue
@@ -328,19 +331,14 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 	}
 	for _, pf := range files {
 		for _, c := range pf.cs {
-			add("container ID or name "+c.ID, pf.file, c.Source)
-			if c.Name != c.ID {
-				add("container ID or name "+c.Name, pf.file, c.PosOf("name"))
+			cl := claimsOf(c)
+			keys := make([]string, 0, len(cl))
+			for k := range cl {
+				keys = append(keys, k)
 			}
-			if c.UUID != "" {
-				add("uuid "+c.UUID, pf.file, c.PosOf("uuid"))
-			}
-			add("private area "+c.Private, pf.file, c.PosOf("private"))
-			add("root "+c.Root, pf.file, c.PosOf("root"))
-			for _, ifc := range c.Network.Interfaces {
-				for _, ip := range ifc.IPs {
-					add("address "+ip.Addr().String(), pf.file, c.PosOf("network.interface."+ifc.Name+".ip"))
-				}
+			sort.Strings(keys)
+			for _, k := range keys {
+				add(k, pf.file, cl[k])
 			}
 		}
 	}
@@ -370,6 +368,67 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 	}
 	set.Diags = sortDiags(set.Diags)
 	return set, nil
+}
+
+// claimsOf lists what a container claims for itself on the node, each
+// with where it was written.
+func claimsOf(c *Container) map[string]Pos {
+	m := map[string]Pos{"container ID or name " + c.ID: c.Source}
+	if c.Name != c.ID {
+		m["container ID or name "+c.Name] = c.PosOf("name")
+	}
+	if c.UUID != "" {
+		m["uuid "+c.UUID] = c.PosOf("uuid")
+	}
+	m["private area "+c.Private] = c.PosOf("private")
+	m["root "+c.Root] = c.PosOf("root")
+	for _, ifc := range c.Network.Interfaces {
+		for _, ip := range ifc.IPs {
+			key := "address " + ip.Addr().String()
+			if _, dup := m[key]; !dup {
+				m[key] = c.PosOf("network.interface." + ifc.Name + ".ip")
+			}
+		}
+	}
+	return m
+}
+
+// Conflicts reports what the containers cs claim (ID or name, UUID,
+// private area, root, address) that a container of others already claims.
+// A container of others with the ID of one of cs is skipped: cs replaces
+// it. This is how `vzd validate FILE` checks a new file against the
+// config directory before it is put in place.
+func Conflicts(cs []*Container, others map[string]*Container) Diagnostics {
+	var diags Diagnostics
+	replaced := map[string]bool{}
+	for _, c := range cs {
+		replaced[c.ID] = true
+	}
+	type owner struct {
+		c   *Container
+		pos Pos
+	}
+	taken := map[string]owner{}
+	ids := make([]string, 0, len(others))
+	for id := range others {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if o := others[id]; !replaced[id] {
+			for k, pos := range claimsOf(o) {
+				taken[k] = owner{o, pos}
+			}
+		}
+	}
+	for _, c := range cs {
+		for k, pos := range claimsOf(c) {
+			if o, ok := taken[k]; ok {
+				diags.Errorf(pos, "%s is already claimed by container %s at %s", k, o.c.ID, o.pos)
+			}
+		}
+	}
+	return sortDiags(diags)
 }
 
 // osSource reads the real config directory with sshd StrictModes-like

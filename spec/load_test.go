@@ -235,3 +235,58 @@ dedup {
 		t.Errorf("defaults not applied under the file's own values: %+v", c)
 	}
 }
+
+func TestConflicts(t *testing.T) {
+	set, err := LoadFS(fstest.MapFS{
+		"101.conf": file("IP_ADDRESS=192.0.2.1\nNAME=web\n"),
+		"db.hcl":   file("container \"db\" {\n  uuid = \"" + uuidA + "\"\n}\n"),
+	}, Paths{ConfigDir: "/c"}, nil, nil)
+	if err != nil || len(set.Containers) != 2 {
+		t.Fatalf("%v %v", err, set.Diags)
+	}
+	cand := parseOne(t, "new.hcl", "container \"x\" {\n  name = \"web\"\n  uuid = \""+uuidA+"\"\n  network {\n    interface \"eth0\" { ip = [\"192.0.2.1/32\"] }\n  }\n}\n", nil)
+	diags := Conflicts([]*Container{cand}, set.Containers)
+	want := []string{
+		"new.hcl:2:3: error: container ID or name web is already claimed by container 101 at /c/101.conf:2:1",
+		"new.hcl:3:3: error: uuid " + uuidA + " is already claimed by container db at /c/db.hcl:2:3",
+		"new.hcl:5:24: error: address 192.0.2.1 is already claimed by container 101 at /c/101.conf:1:1",
+	}
+	if len(diags) != len(want) {
+		t.Fatalf("got %v", diags)
+	}
+	for i := range want {
+		if diags[i].String() != want[i] {
+			t.Errorf("got  %s\nwant %s", diags[i], want[i])
+		}
+	}
+	// The same ID replaces, it does not conflict.
+	again := parseOne(t, "101.conf", "IP_ADDRESS=192.0.2.1\nNAME=web\n", nil)
+	if ds := Conflicts([]*Container{again}, set.Containers); len(ds) != 0 {
+		t.Errorf("replacement reported: %v", ds)
+	}
+}
+
+func TestLoadSkipsGlobalInConfigDir(t *testing.T) {
+	set, err := LoadFS(fstest.MapFS{"global.hcl": file("defaults {\n  onboot = true\n}\n")},
+		Paths{ConfigDir: "/c", GlobalConfig: "/c/global.hcl"}, nil, nil)
+	if err != nil || set.Diags.HasErrors() || set.Files["/c/global.hcl"].Ignored == "" {
+		t.Errorf("%v %v %+v", err, set.Diags, set.Files)
+	}
+}
+
+func TestDedupConfigChecked(t *testing.T) {
+	_, diags := ParseGlobalLegacy("vz.conf", []byte("PFCACHE_SCHEDULE=\"every hour\"\nPFCACHE_MINSIZE=1M\nPFCACHE_MAXSIZE=4K\nPFCACHE_DIRS=\"usr ../etc\"\n"))
+	want := []string{"vz.conf:1:1: error: dedup schedule", "vz.conf:2:1: error: dedup min_size 1M is larger than max_size 4K", "vz.conf:4:1: error: dedup dir \"../etc\""}
+	if len(diags) != len(want) {
+		t.Fatalf("%v", diags)
+	}
+	for i := range want {
+		if !strings.HasPrefix(diags[i].String(), want[i]) {
+			t.Errorf("got %s, want %s…", diags[i], want[i])
+		}
+	}
+	_, diags = ParseGlobalHCL("g.hcl", []byte("dedup {\n  schedule = \"@every 1h\"\n  cache_size = \"1M\"\n}\n"))
+	if len(diags) != 1 || !strings.HasPrefix(diags[0].String(), "g.hcl:3:3: error: dedup cache_size 1M") {
+		t.Errorf("%v", diags)
+	}
+}

@@ -2,6 +2,8 @@ package spec
 
 import (
 	"fmt"
+
+	"github.com/robfig/cron/v3"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -339,6 +341,30 @@ func checkDevices(c *Container, _ Paths, ds *Diagnostics) {
 			ds.Errorf(pos, "device %s: access %q must be made of r, w and m", d.Path, d.Access)
 		}
 	}
+}
+
+// checkDedup validates the global dedup settings; posOf maps a dedup field
+// ("schedule", "min_size", …) to where it was written.
+func checkDedup(d *DedupConfig, posOf func(field string) Pos) Diagnostics {
+	var ds Diagnostics
+	if _, err := cron.ParseStandard(d.Schedule); err != nil {
+		ds.Errorf(posOf("schedule"), "dedup schedule %q: %v", d.Schedule, err)
+	}
+	if d.MaxSize != 0 && d.MinSize > d.MaxSize {
+		ds.Errorf(posOf("min_size"), "dedup min_size %s is larger than max_size %s", formatSize(d.MinSize), formatSize(d.MaxSize))
+	}
+	if d.CacheSize != 0 && d.CacheSize < MinDiskSize {
+		ds.Errorf(posOf("cache_size"), "dedup cache_size %s is less than the %s floor", formatSize(d.CacheSize), formatSize(MinDiskSize))
+	}
+	if d.MinContainers < 1 {
+		ds.Errorf(posOf("min_containers"), "dedup min_containers must be at least 1")
+	}
+	for _, dir := range d.Dirs {
+		if dir == "" || filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == ".." || strings.HasPrefix(dir, "../") {
+			ds.Errorf(posOf("dirs"), "dedup dir %q must be a clean path relative to the container's root", dir)
+		}
+	}
+	return ds
 }
 
 func checkInit(c *Container, _ Paths, ds *Diagnostics) {

@@ -172,8 +172,37 @@ func validatePaths(p spec.Paths, args []string, opt spec.ParseOptions) (spec.Dia
 		cs, fd := spec.ParseFile(arg, data, p, global, opt)
 		diags = append(diags, fd...)
 		n += len(cs)
+		if !fd.HasErrors() {
+			diags = append(diags, conflictsWithDir(p, global, arg, cs)...)
+		}
 	}
 	return diags, n, nil
+}
+
+// conflictsWithDir checks a file given on its own against the containers
+// of the config directory (when there is one), so that a file about to be
+// installed (Ansible's validate) cannot take another container's address,
+// UUID or name. The containers of the file itself, or with the same IDs,
+// are not compared: the file replaces them.
+func conflictsWithDir(p spec.Paths, g *spec.Global, file string, cs []*spec.Container) spec.Diagnostics {
+	if len(cs) == 0 {
+		return nil
+	}
+	if fi, err := os.Stat(p.ConfigDir); err != nil || !fi.IsDir() {
+		return nil
+	}
+	set, err := spec.LoadWithGlobal(p, g)
+	if err != nil {
+		return nil
+	}
+	abs, _ := filepath.Abs(file)
+	others := map[string]*spec.Container{}
+	for id, c := range set.Containers {
+		if cf, _ := filepath.Abs(c.Source.File); cf != abs {
+			others[id] = c
+		}
+	}
+	return spec.Conflicts(cs, others)
 }
 
 // isGlobalFile tells a global file given as a PATH from a container file:

@@ -135,3 +135,20 @@ func TestValidateHelp(t *testing.T) {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
 }
+
+// A file validated on its own is checked against the config directory.
+func TestValidateFileAgainstDir(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "101.conf", "IP_ADDRESS=192.0.2.9\nUUID=2c0b3e7a-5d51-4c8e-a1f4-3b9d6e2a7c10\n")
+	tmp := writeFile(t, t.TempDir(), "ansible-tmp", "container \"web\" {\n  uuid = \"2c0b3e7a-5d51-4c8e-a1f4-3b9d6e2a7c10\"\n  network {\n    interface \"eth0\" { ip = [\"192.0.2.9/24\"] }\n  }\n}\n")
+	code, out, _ := runVzd(t, "--config-dir", dir, "validate", tmp)
+	if code != 1 || !strings.Contains(out, tmp+":2:3: error: uuid 2c0b3e7a-5d51-4c8e-a1f4-3b9d6e2a7c10 is already claimed by container 101 at "+dir+"/101.conf:2:1") ||
+		!strings.Contains(out, tmp+":4:") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	// Replacing container 101 itself is not a conflict.
+	same := writeFile(t, t.TempDir(), "new-101", "IP_ADDRESS=192.0.2.9\n")
+	if code, out, _ := runVzd(t, "--config-dir", dir, "validate", "--id", "101", same); code != 0 {
+		t.Errorf("replacing 101: exit %d:\n%s", code, out)
+	}
+}
