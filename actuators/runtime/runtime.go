@@ -345,7 +345,9 @@ func openPidfd(pid int, start uint64) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
-	if !alive(pid, start) {
+	// A zombie still matches: a supervisor looks like one for a moment
+	// while it execs the reaper, and waiting on an exited one is instant.
+	if st, _, err := procStartTime(pid); err != nil || st != start {
 		unix.Close(fd)
 		return -1, fmt.Errorf("pid %d: %w", pid, unix.ESRCH)
 	}

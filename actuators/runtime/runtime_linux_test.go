@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if Main() {
 		return
 	}
+	if v := os.Getenv("VZD_BENCH"); v != "" {
+		os.Exit(benchMain(v))
+	}
 	if v := os.Getenv("VZD_TEST_AGENT"); v != "" {
 		os.Exit(testAgent(v))
 	}

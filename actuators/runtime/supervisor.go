@@ -307,9 +307,7 @@ func startInit(l launch, console *os.File) (int, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return kill(fmt.Errorf("wait for init: %w", err))
 	}
-	if _, zombie, err := procStartTime(pid); err != nil || zombie {
-		return kill(errors.New("init exited at once"))
-	}
+	// init may already have exited (a zombie): the reaper records it.
 	return pid, nil
 }
 
