@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -253,8 +254,10 @@ func (a *Actuator) spaceErr(err error, dir string) error {
 	if unix.Statfs(dir, &st) != nil {
 		return err
 	}
+	// A tool reports ENOSPC in its own words; trust the words, or a file
+	// system with (almost) nothing left.
 	free := st.Bavail * uint64(st.Bsize)
-	if free >= 8<<20 {
+	if free >= 1<<20 && !strings.Contains(err.Error(), "No space left on device") {
 		return err
 	}
 	return fmt.Errorf("%w on the file system of %s (%d bytes free): %w", unix.ENOSPC, dir, free, err)

@@ -23,6 +23,21 @@
 // The kernel is the source of truth: which loop device backs an image comes
 // from /sys/block/loopN/loop/backing_file and what is mounted where from
 // mountinfo, so a restarted agent finds everything again.
+//
+// Notes for callers:
+//   - The inode count is fixed when the file system is made (mkfs.ext4 -N
+//     from c.Disk.Inodes); a resize adds or drops whole block groups and
+//     their inodes with them, and a copy of a template keeps the
+//     template's inodes per group.
+//   - Growing a mounted image needs CAP_SYS_RESOURCE in the kernel's
+//     EXT4_IOC_RESIZE_FS; without it Resize reports the grow pending and
+//     Mount does it offline at the next start.
+//   - A template image that was never mounted after mkfs.ext4 -d, or was
+//     checked with e2fsck -f after its last mount, is resized without a
+//     check; otherwise every copy pays an e2fsck -f.
+//   - A loop device stays bound while any mount namespace (a running
+//     container's) still holds the file system: stop the container first.
+//   - Linux only (loop devices, mountinfo).
 package image
 
 import (
