@@ -60,6 +60,8 @@ type source interface {
 	list() ([]fs.DirEntry, error)
 	// read returns a file's contents after the StrictModes checks, or
 	// why it was refused.
+	// A refused regular file's contents may come back with the error,
+	// only to learn the IDs it declares.
 	read(name string) ([]byte, error)
 	// path is the name the file is reported under.
 	path(name string) string
@@ -297,6 +299,13 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 		if err != nil {
 			f.Failed = true
 			set.Diags.Errorf(Pos{File: fpath}, "%v", err)
+			if format == FormatHCL && data != nil {
+				// Only to learn which containers the refused file
+				// declares, so they keep their last good spec.
+				if _, ids, _ := ParseHCL(fpath, data, nil, p); len(ids) > 0 {
+					f.IDs = ids
+				}
+			}
 			continue
 		}
 		cs, ids, diags := parseFile(fpath, data, p, gr.g, ParseOptions{Format: format})
@@ -478,7 +487,7 @@ func (s osSource) read(name string) ([]byte, error) {
 		return nil, err
 	}
 	if why := strictModes(fi); why != "" {
-		return nil, fmt.Errorf("refused: %s", why)
+		return peekRefused(f, fi), fmt.Errorf("refused: %s", why)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
@@ -488,6 +497,19 @@ func (s osSource) read(name string) ([]byte, error) {
 		return nil, fmt.Errorf("refused: larger than %d bytes", MaxFileSize)
 	}
 	return data, nil
+}
+
+// peekRefused reads a refused regular file (capped) only so that the
+// loader can tell which containers it declares; nothing in it is applied.
+func peekRefused(f io.Reader, fi fs.FileInfo) []byte {
+	if !fi.Mode().IsRegular() {
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil || len(data) > MaxFileSize || bytes.IndexByte(data, 0) >= 0 {
+		return nil
+	}
+	return data
 }
 
 // strictModes returns why a file may not be trusted, like sshd's
@@ -536,7 +558,7 @@ func (s fsSource) read(name string) ([]byte, error) {
 		return nil, err
 	}
 	if why := strictModes(fi); why != "" {
-		return nil, fmt.Errorf("refused: %s", why)
+		return peekRefused(f, fi), fmt.Errorf("refused: %s", why)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {

@@ -164,7 +164,7 @@ func TestLoadRealDir(t *testing.T) {
 	}
 	write("101.conf", "ONBOOT=yes\n", 0o644)
 	write("103.conf", "ONBOOT=yes\n", 0o664)            // group-writable
-	write("web.hcl", "container \"web\" {\n}\n", 0o646) // other-writable
+	write("web.hcl", "container \"web01\" {\n}\n", 0o646) // other-writable
 	// The legacy layout: conf/<ID>.conf -> $VE_PRIVATE/ve.conf.
 	must(os.WriteFile(filepath.Join(p.PrivateBase(), "102", "ve.conf"), []byte("HOSTNAME=ct102\n"), 0o644))
 	must(os.Symlink(filepath.Join(p.PrivateBase(), "102", "ve.conf"), filepath.Join(p.ConfigDir, "102.conf")))
@@ -174,6 +174,10 @@ func TestLoadRealDir(t *testing.T) {
 	must(os.Symlink(outside, filepath.Join(p.ConfigDir, "104.conf")))
 	must(os.Symlink("../../../outside.conf", filepath.Join(p.ConfigDir, "105.conf")))
 	must(os.Mkdir(filepath.Join(p.ConfigDir, "106.conf"), 0o755))
+	if os.Geteuid() == 0 {
+		write("107.conf", "ONBOOT=yes\n", 0o644)
+		must(os.Chown(filepath.Join(p.ConfigDir, "107.conf"), 65534, 65534))
+	}
 
 	set, err := Load(p)
 	if err != nil {
@@ -187,6 +191,9 @@ func TestLoadRealDir(t *testing.T) {
 	}
 	refused := map[string]string{"103.conf": "writable by group or others", "web.hcl": "writable by group or others",
 		"104.conf": "outside", "105.conf": "outside", "106.conf": "not a regular file"}
+	if os.Geteuid() == 0 {
+		refused["107.conf"] = "owned by uid 65534, not root"
+	}
 	for name, why := range refused {
 		path := filepath.Join(p.ConfigDir, name)
 		f := set.Files[path]
@@ -207,7 +214,7 @@ func TestLoadRealDir(t *testing.T) {
 			t.Errorf("%s applied", name)
 		}
 	}
-	if !set.FailedIDs()["103"] || !set.FailedIDs()["web"] {
+	if !set.FailedIDs()["103"] || !set.FailedIDs()["web01"] {
 		t.Errorf("FailedIDs = %v", set.FailedIDs())
 	}
 }
