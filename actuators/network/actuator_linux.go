@@ -764,16 +764,18 @@ func (a *Actuator) pruneContainerRoutes(ct *container, p *plan) error {
 // addresses routed through it.
 func (a *Actuator) removeEnd(end netlink.Link) error {
 	var errs []error
-	routes, err := a.h.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: end.Attrs().Index, Protocol: RouteProtocol},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("routes via %s: %w", end.Attrs().Name, err))
-	}
-	for _, r := range routes {
-		if dst, ok := fromIPNet(r.Dst); ok {
-			if err := a.delProxy(dst.Addr()); err != nil {
-				errs = append(errs, err)
+	if a.cfg.Uplink != "" {
+		routes, err := a.h.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{LinkIndex: end.Attrs().Index, Protocol: RouteProtocol},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("routes via %s: %w", end.Attrs().Name, err))
+		}
+		for _, r := range routes {
+			if dst, ok := fromIPNet(r.Dst); ok {
+				if err := a.delProxy(dst.Addr()); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
@@ -799,6 +801,9 @@ func (a *Actuator) Remove(ctx context.Context, c *spec.Container) error {
 			continue
 		}
 		a.log.Info("interface removed", "container", c.ID, "interface", ifname, "host_end", l.Attrs().Name)
+	}
+	if a.cfg.Uplink == "" {
+		return errors.Join(errs...)
 	}
 	// Addresses still routed to a host end (another container's, after
 	// an address moved) keep their proxy entries.
@@ -895,9 +900,6 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// HostResolvConf is the node file NameserverInherit copies.
-var HostResolvConf = "/etc/resolv.conf"
-
 // WriteFiles writes /etc/resolv.conf (when c says anything about DNS),
 // /etc/hostname and /etc/hosts (when c has a hostname) inside c.Root,
 // through safefile, so a link the container planted is replaced, never
@@ -922,8 +924,12 @@ func (a *Actuator) WriteFiles(ctx context.Context, c *spec.Container) error {
 	}
 	var hostConf []byte
 	if c.Network.NameserverInherit {
-		if hostConf, err = os.ReadFile(HostResolvConf); err != nil {
-			errs = append(errs, fmt.Errorf("read %s: %w", HostResolvConf, err))
+		src := a.cfg.ResolvConf
+		if src == "" {
+			src = DefaultResolvConf
+		}
+		if hostConf, err = os.ReadFile(src); err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", src, err))
 		}
 	}
 	if data, ok := resolvConf(&c.Network, hostConf); ok {

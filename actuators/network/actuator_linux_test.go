@@ -442,16 +442,19 @@ func TestWriteFilesPlantedLinks(t *testing.T) {
 	for _, f := range []string{"resolv.conf", "hostname", "hosts"} {
 		must(t, os.Symlink(secret, filepath.Join(root, "etc", f)))
 	}
-	a := &Actuator{log: testLogger(t)}
+	hostConf := filepath.Join(top, "host-resolv.conf")
+	must(t, os.WriteFile(hostConf, []byte("nameserver 127.0.0.53\nnameserver 198.51.100.1\n"), 0o644))
+	a := &Actuator{log: testLogger(t), cfg: Config{ResolvConf: hostConf}}
 	c := ctSpec("ct1", routed("eth0", "10.76.0.2/24"))
 	c.Root, c.Hostname = root, "ct1.example.com"
 	c.Network.Nameservers = []netip.Addr{netip.MustParseAddr("192.0.2.53")}
+	c.Network.NameserverInherit = true
 	must(t, a.WriteFiles(context.Background(), c))
 	if b, _ := os.ReadFile(secret); string(b) != "root:x:0:\n" {
 		t.Fatalf("host file overwritten: %q", b)
 	}
 	want := map[string]string{
-		"resolv.conf": "nameserver 192.0.2.53\n",
+		"resolv.conf": "nameserver 198.51.100.1\nnameserver 192.0.2.53\n",
 		"hostname":    "ct1.example.com\n",
 		"hosts":       "10.76.0.2\tct1.example.com ct1 # vzd\n",
 	}

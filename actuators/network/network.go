@@ -88,9 +88,15 @@ type Config struct {
 	// for its containers on that network. Empty: no proxy entries; the
 	// network must route the containers' addresses to the node.
 	Uplink string
+	// ResolvConf is the node's resolver file, which NameserverInherit
+	// copies; default /etc/resolv.conf.
+	ResolvConf string
 	// Log receives what the actuator changes; default slog.Default().
 	Log *slog.Logger
 }
+
+// DefaultResolvConf is the node file NameserverInherit copies by default.
+const DefaultResolvConf = "/etc/resolv.conf"
 
 // DefaultPrefix starts derived host end names.
 const DefaultPrefix = "vz"
