@@ -477,8 +477,86 @@ func TestDiskFull(t *testing.T) {
 	if st := mustObserve(t, a, c); st.Exists || st.Partial || st.Attached {
 		t.Errorf("state after failed create: %+v", st)
 	}
+	// With space again, the same Create succeeds: a failed Create leaves
+	// nothing in the way.
+	if err := os.Remove(filepath.Join(vz, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	c.Disk.Size = 64 << 20
+	if err := a.Create(ctx, c, ""); err != nil {
+		t.Fatalf("Create after freeing space: %v", err)
+	}
+	if err := a.Mount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Unmount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
 	if err := unix.Unmount(vz, 0); err != nil {
 		t.Errorf("unmount /vz (busy = leaked loop device?): %v", err)
+	}
+}
+
+// TestForeignAttachReused: an image someone attached by hand (losetup,
+// no autoclear) is mounted through that device, not a second one, and
+// Unmount detaches it.
+func TestForeignAttachReused(t *testing.T) {
+	a, paths := rootEnv(t)
+	testutil.RequireTool(t, "losetup")
+	ctx := context.Background()
+	c := testContainer(paths, testutil.UniqueName("ct"))
+	if err := a.Create(ctx, c, ""); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", imagePath(c)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := strings.TrimSpace(string(out))
+	if err := a.Mount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Unmount(ctx, c) })
+	st := mustObserve(t, a, c)
+	if st.LoopDev != dev || loopsBacking(t, imagePath(c)) != 1 || !st.Mounted {
+		t.Errorf("mounted %+v, want through %s only", st, dev)
+	}
+	if err := a.Unmount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if n := loopsBacking(t, imagePath(c)); n != 0 {
+		t.Errorf("%d loop devices after Unmount", n)
+	}
+}
+
+// TestPendingShrinkAppliedAtMount: a shrink asked while mounted waits, and
+// the next Mount does it.
+func TestPendingShrinkAppliedAtMount(t *testing.T) {
+	a, paths := rootEnv(t)
+	ctx := context.Background()
+	c := testContainer(paths, testutil.UniqueName("ct"))
+	if err := a.Create(ctx, c, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Mount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Unmount(ctx, c) })
+	c.Disk.Size = 96 << 20
+	if p, err := a.Resize(ctx, c); err != nil || !p {
+		t.Fatalf("shrink while mounted: %v, %v; want pending", p, err)
+	}
+	if err := a.Unmount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Mount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustObserve(t, a, c); st.Size != 96<<20 || st.PendingShrink || st.FileSize != 96<<20 {
+		t.Errorf("after remount: %+v", st)
+	}
+	if err := a.Unmount(ctx, c); err != nil {
+		t.Fatal(err)
 	}
 }
 

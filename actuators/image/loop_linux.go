@@ -186,8 +186,12 @@ func (a *Actuator) detach(ctx context.Context, img string) error {
 			}
 			// On a device still open elsewhere the kernel only sets
 			// autoclear (a lazy detach): it goes when the last user does.
-			a.forcedDetach.Add(1)
-			a.log.Warn("loop device still bound after unmount; clearing it", "image", img, "dev", l.Dev, "autoclear", l.Autoclear)
+			if l.Autoclear {
+				a.forcedDetach.Add(1)
+				a.log.Warn("autoclear left the loop device bound after unmount; clearing it", "image", img, "dev", l.Dev)
+			} else {
+				a.log.Info("detaching a loop device attached without autoclear", "image", img, "dev", l.Dev)
+			}
 			lf, err := os.OpenFile(l.Dev, os.O_RDWR|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return fmt.Errorf("detach %s: %w", l.Dev, err)
