@@ -148,3 +148,18 @@ func TestQuoteHCL(t *testing.T) {
 		}
 	}
 }
+
+func TestHCLGlobalDefaultsApplyToLegacy(t *testing.T) {
+	g, diags := ParseGlobalHCL("g.hcl", []byte("defaults {\n  onboot = true\n  memory {\n    ram = \"2G\"\n  }\n}\n"))
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	c := parseOne(t, "101.conf", "ONBOOT=no\n", g)
+	if c.OnBoot || c.Memory.RAM != 2<<30 {
+		t.Errorf("onboot %v ram %d; want the file's onboot and the default ram", c.OnBoot, c.Memory.RAM)
+	}
+	back := parseOne(t, "101.hcl", string(WriteHCL([]*Container{c}, DefaultPaths())), g)
+	if back.Hash() != c.Hash() {
+		t.Errorf("round trip under an HCL global changed the hash")
+	}
+}

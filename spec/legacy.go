@@ -169,7 +169,9 @@ func ParseLegacy(file, id string, data []byte, g *Global, p Paths) (*Container, 
 	c := &Container{ID: id, Format: FormatLegacy, Source: Pos{File: file, Line: 1}, Positions: map[string]Pos{}}
 	c, mdiags := mapLegacy(c, merged, file, false)
 	diags = append(diags, mdiags...)
-	applyDefaults(c, nil, p)
+	// With a legacy vz.conf this adds nothing (its keys were merged
+	// above); with an HCL global file it applies its defaults block.
+	applyDefaults(c, g, p)
 	return c, sortDiags(diags)
 }
 
