@@ -77,7 +77,7 @@ func sameStubs(a, b []stub) bool { return slices.Equal(a, b) }
 // buildMeta writes a META tree for stubs into FS/meta.next with its
 // manifest, to be taken into use at the container's next mount (the layers
 // of a mounted overlay must not change).
-func buildMeta(fsDir string, stubs []stub) error {
+func buildMeta(fsDir string, stubs []stub, lock func() (func(), error)) error {
 	base := filepath.Join(fsDir, baseName)
 	tmp := filepath.Join(fsDir, metaTmp)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -120,15 +120,21 @@ func buildMeta(fsDir string, stubs []stub) error {
 			return err
 		}
 	}
+	// Publish under the store's lock: a mount promoting meta.next at the
+	// same moment sees the old complete tree or the new one.
+	unlock, err := lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	next := filepath.Join(fsDir, metaNext)
+	os.Remove(next + manifestExt) // first: a tree without manifest is never promoted
 	if err := os.RemoveAll(next); err != nil {
 		return fmt.Errorf("clear %s: %w", next, err)
 	}
-	os.Remove(next + manifestExt)
 	if err := os.Rename(tmp, next); err != nil {
 		return fmt.Errorf("rename %s: %w", next, err)
 	}
-	// The manifest goes last: META without its manifest is never used.
 	return writeManifest(next+manifestExt, &manifest{Stubs: stubs})
 }
 

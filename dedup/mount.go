@@ -40,7 +40,8 @@ func PlainMounter(log *slog.Logger) *Mounter {
 // base tree in fsDir/root) at c.Root:
 //
 //   - overlay(upper=delta, lower=meta:root::objects) when the container has
-//     valid stubs and the cache may be used for it;
+//     valid stubs and the cache may be used for it (enabled, not NoDedup,
+//     privileged unless Config.UnprivilegedOverlay);
 //   - overlay(upper=delta, lower=root) when the container has a delta (it
 //     ran on an overlay before, and its writes are there) but no usable stubs;
 //   - a bind mount of root otherwise (a container that never ran with dedup).
@@ -62,7 +63,15 @@ func (m *Mounter) MountRoot(ctx context.Context, c *spec.Container, fsDir string
 	delta := filepath.Join(fsDir, deltaName)
 	work := filepath.Join(fsDir, workName)
 	log := m.log.With("container", c.ID)
-	if m.cache.Enabled() && !c.NoDedup {
+	useCache := m.cache.Enabled() && !c.NoDedup
+	if useCache && !c.Privileged && !m.cache.unpriv {
+		// See Config.UnprivilegedOverlay: an overlay root would fail the
+		// runtime's idmapping. A container with a delta still needs its
+		// overlay (below) to show its files; the runtime reports that.
+		useCache = false
+		log.Debug("cache layers not used for an unprivileged container")
+	}
+	if useCache {
 		stubs, err := m.cache.prepare(c.ID, root, fsDir)
 		if err != nil {
 			log.Warn("cache not used for mount", "err", err)

@@ -191,7 +191,7 @@ func (c *Cache) updateMeta(fsDir string, stubs []stub) (bool, error) {
 	} else if want(filepath.Join(fsDir, metaName)+manifestExt) || (len(stubs) == 0 && !exists(filepath.Join(fsDir, metaName))) {
 		return false, nil
 	}
-	return true, buildMeta(fsDir, stubs)
+	return true, buildMeta(fsDir, stubs, c.lock)
 }
 
 func exists(p string) bool {

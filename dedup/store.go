@@ -73,6 +73,14 @@ type Config struct {
 	// PFCacheDir is already a file system of its own). Dedup.CacheSize
 	// still bounds the bytes stored.
 	PlainDir bool
+	// UnprivilegedOverlay lets unprivileged containers get cache layers.
+	// Off by default: this kernel cannot idmap an overlayfs mount
+	// (mount_setattr(MOUNT_ATTR_IDMAP) returns EINVAL), and the runtime
+	// idmaps c.Root to start an unprivileged container, so such a container
+	// would fail to start on an overlay root. Turn it on once the runtime
+	// builds unprivileged roots another way (idmapped layers under the
+	// overlay); see docs/DEDUP.md.
+	UnprivilegedOverlay bool
 }
 
 // Cache is the content-addressed store and the scans that fill it.
@@ -81,6 +89,7 @@ type Cache struct {
 	paths  spec.Paths
 	log    *slog.Logger
 	root   string // the store: objects/, ingest/, pins/, index.json
+	unpriv bool   // Config.UnprivilegedOverlay
 	scanMu sync.Mutex
 	buf    []byte // read buffer of the running scan (see buffer)
 	now    func() time.Time
@@ -108,11 +117,12 @@ func New(cfg Config) (*Cache, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Cache{
-		cfg:   withDefaults(cfg.Dedup),
-		paths: cfg.Paths,
-		log:   log.With("component", "dedup"),
-		root:  filepath.Join(cfg.Paths.PFCacheDir(), "mnt"),
-		now:   time.Now,
+		cfg:    withDefaults(cfg.Dedup),
+		paths:  cfg.Paths,
+		log:    log.With("component", "dedup"),
+		root:   filepath.Join(cfg.Paths.PFCacheDir(), "mnt"),
+		unpriv: cfg.UnprivilegedOverlay,
+		now:    time.Now,
 	}
 	if !c.cfg.Enabled {
 		return c, nil

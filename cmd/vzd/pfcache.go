@@ -75,6 +75,7 @@ var (
 	pfFS     string
 	pfRoot   string
 	noDedup  bool
+	unpriv   bool
 )
 
 func pfFlags(f *flag.FlagSet) {
@@ -85,6 +86,7 @@ func pfFlags(f *flag.FlagSet) {
 	f.StringVar(&pfFS, "fs", pfFS, "mounted image holding root/ (mount)")
 	f.StringVar(&pfRoot, "root-dir", pfRoot, "where to mount the container's root (mount, umount)")
 	f.BoolVar(&noDedup, "no-dedup", noDedup, "mount without the cache layers, as for a container with dedup off")
+	f.BoolVar(&unpriv, "unprivileged", unpriv, "mount as for an unprivileged container (no cache layers, see docs/DEDUP.md)")
 }
 
 func runPFCache(ctx context.Context, g *globals, args []string) error {
@@ -165,7 +167,7 @@ func runPFCache(ctx context.Context, g *globals, args []string) error {
 		if pfID == "" || pfRoot == "" || (args[0] == "mount" && pfFS == "") {
 			return errors.New("usage: vzd pfcache mount --id ID --fs DIR --root-dir DIR | umount --id ID --root-dir DIR")
 		}
-		ct := &spec.Container{ID: pfID, Root: pfRoot, NoDedup: noDedup}
+		ct := &spec.Container{ID: pfID, Root: pfRoot, NoDedup: noDedup, Privileged: !unpriv}
 		if args[0] == "mount" {
 			return c.Mounter().MountRoot(ctx, ct, pfFS)
 		}
