@@ -284,8 +284,16 @@ func TestProxyOnUplink(t *testing.T) {
 
 func TestBridgedContainers(t *testing.T) {
 	n := newNode(t)
-	n.bridge(t, "br0")
 	a := n.actuator(t)
+	// Apply before the bridge exists fails, and succeeds once it does.
+	early := ifcBridged("eth0", "10.71.0.9/24")
+	pe := startContainer(t)
+	ce := ctSpec(testutil.UniqueName("ct"), early)
+	if _, err := a.Apply(context.Background(), ce, pe); err == nil {
+		t.Fatal("Apply with a missing bridge succeeded")
+	}
+	n.bridge(t, "br0")
+	apply(t, a, ce, pe)
 	mk := func(ip string) (*spec.Container, int) {
 		ifc := routed("eth0", ip)
 		ifc.Bridge = "br0"
@@ -298,6 +306,9 @@ func TestBridgedContainers(t *testing.T) {
 	}
 	ca, pa := mk("10.71.0.2/24")
 	_, _ = mk("10.71.0.3/24")
+	if !ping(t, inPid(pa), "10.71.0.9") {
+		t.Error("container applied after a failed Apply unreachable")
+	}
 	if !ping(t, inPid(pa), "10.71.0.3") {
 		t.Fatal("bridged containers cannot reach each other")
 	}
@@ -306,6 +317,55 @@ func TestBridgedContainers(t *testing.T) {
 	if len(st.Interfaces) != 1 || st.Interfaces[0].Bridge != "br0" || st.Interfaces[0].MTU != 1400 ||
 		st.Interfaces[0].MAC.String() != MAC(ca.ID, "eth0").String() || len(st.Interfaces[0].Routes) != 0 {
 		t.Fatalf("Observe = %+v", st)
+	}
+}
+
+func ifcBridged(name, ip string) spec.Interface {
+	ifc := routed(name, ip)
+	ifc.Bridge = "br0"
+	return ifc
+}
+
+// TestNewNamespaceReplacesPair: the container restarted (a new network
+// namespace) while its old namespace lingers; the old pair is replaced.
+// Also switches the interface from routed to bridged and changes its MTU,
+// live.
+func TestNewNamespaceReplacesPair(t *testing.T) {
+	n := newNode(t)
+	n.bridge(t, "br0")
+	a := n.actuator(t)
+	c := ctSpec(testutil.UniqueName("ct"), routed("eth0", "10.77.0.2/24"))
+	p1 := startContainer(t)
+	apply(t, a, c, p1)
+	p2 := startContainer(t)
+	apply(t, a, c, p2)
+	if !ping(t, n.in(), "10.77.0.2") {
+		t.Fatal("container in its new namespace unreachable")
+	}
+	st, err := a.Observe(context.Background(), c, p2)
+	must(t, err)
+	if len(st.Interfaces) != 1 || len(st.Interfaces[0].Addrs) != 1 {
+		t.Fatalf("Observe = %+v", st)
+	}
+	links, _ := n.h.LinkList()
+	ends := 0
+	for _, l := range links {
+		if _, _, ok := parseAlias(l.Attrs().Alias); ok {
+			ends++
+		}
+	}
+	if ends != 1 {
+		t.Fatalf("%d host ends, want 1", ends)
+	}
+
+	c.Network.Interfaces[0].Bridge = "br0"
+	c.Network.Interfaces[0].MTU = 1280
+	apply(t, a, c, p2)
+	st2, err := a.Observe(context.Background(), c, p2)
+	must(t, err)
+	l := st2.Interfaces[0]
+	if l.HostIndex != st.Interfaces[0].HostIndex || l.Bridge != "br0" || l.MTU != 1280 || len(l.Routes) != 0 {
+		t.Fatalf("after switching to bridged: %+v", l)
 	}
 }
 
