@@ -626,3 +626,37 @@ func TestCrashConverges(t *testing.T) {
 		})
 	}
 }
+
+// TestDestroyUnderLinkedBase: a private base behind a link (/vz ->
+// /data/vz is common) is still the container's own and is removed.
+func TestDestroyUnderLinkedBase(t *testing.T) {
+	a, paths := rootEnv(t)
+	ctx := context.Background()
+	real := filepath.Join(paths.Prefix, "data-vz")
+	if err := os.MkdirAll(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, paths.Host("/vz")); err != nil {
+		t.Fatal(err)
+	}
+	c := testContainer(paths, testutil.UniqueName("ct"))
+	if err := a.Create(ctx, c, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Mount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Unmount(ctx, c) })
+	if st := mustObserve(t, a, c); !st.Mounted || !st.RootMounted {
+		t.Fatalf("through a linked base: %+v", st)
+	}
+	if att, err := a.Attached(ctx); err != nil || !att[c.ID].Mounted {
+		t.Errorf("Attached through a linked base = %+v, %v", att, err)
+	}
+	if err := a.Destroy(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(real, "private", c.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("private area left: %v", err)
+	}
+}
