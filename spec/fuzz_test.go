@@ -20,7 +20,7 @@ func addSeeds(f *testing.F, patterns ...string) {
 // roundTrip checks that a container that parsed cleanly converts to HCL
 // that parses back to the same spec.
 func roundTrip(t *testing.T, cs []*Container, p Paths) {
-	out := WriteHCL(cs, p)
+	out := WriteHCL(cs, p, nil)
 	back, diags := ParseFile("fuzz.hcl", out, p, nil, ParseOptions{Format: FormatHCL})
 	if len(back) != len(cs) {
 		t.Fatalf("converted file has %d containers, want %d: %v\n%s", len(back), len(cs), diags, out)

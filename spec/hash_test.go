@@ -125,7 +125,7 @@ func TestConvertRoundTrip(t *testing.T) {
 			if len(cs) == 0 {
 				t.Fatalf("%s: no containers", f)
 			}
-			out := WriteHCL(cs, p)
+			out := WriteHCL(cs, p, g)
 			back, diags := ParseFile("converted.hcl", out, p, g, ParseOptions{Format: FormatHCL})
 			if diags.HasErrors() || len(back) != len(cs) {
 				t.Fatalf("%s (global %q): converted file does not parse: %v\n%s", f, globalFile, diags.Err(), out)
@@ -158,8 +158,104 @@ func TestHCLGlobalDefaultsApplyToLegacy(t *testing.T) {
 	if c.OnBoot || c.Memory.RAM != 2<<30 {
 		t.Errorf("onboot %v ram %d; want the file's onboot and the default ram", c.OnBoot, c.Memory.RAM)
 	}
-	back := parseOne(t, "101.hcl", string(WriteHCL([]*Container{c}, DefaultPaths())), g)
+	back := parseOne(t, "101.hcl", string(WriteHCL([]*Container{c}, DefaultPaths(), g)), g)
 	if back.Hash() != c.Hash() {
 		t.Errorf("round trip under an HCL global changed the hash")
+	}
+}
+
+// A container that overrides global defaults with zero values keeps them
+// through conversion.
+func TestConvertUnderDefaultsKeepsZeroes(t *testing.T) {
+	g, diags := ParseGlobalHCL("g.hcl", []byte(`defaults {
+  privileged = true
+  restart_to_apply = true
+  description = "default"
+  ostemplate = "debian-12-x86_64"
+  templates = ["nginx"]
+  processes = 100
+  sysctl = { "net.core.somaxconn" = "1" }
+  devices = ["/dev/fuse"]
+  stop_timeout = "5s"
+  init = ["/bin/sh"]
+  root = "/vz/root/x-$VEID"
+  private = "/vz/private/x-$VEID"
+  uid_base = 5
+  gid_base = 5
+  dedup = false
+  cpu {
+    count = 2
+    limit = 50
+    units = 10
+    mask = "0"
+  }
+  memory {
+    ram = "1G"
+    swap = "1G"
+  }
+  disk {
+    size = "1G"
+    inodes = 2000
+    iops_limit = 5
+    io_limit = "1M"
+  }
+  network {
+    nameservers = ["192.0.2.1"]
+    search_domains = ["example.com"]
+  }
+}`))
+	if diags.HasErrors() {
+		t.Fatal(diags.Err())
+	}
+	zero := parseOne(t, "a.hcl", `container "a" {
+  privileged = false
+  restart_to_apply = false
+  description = ""
+  ostemplate = ""
+  templates = []
+  processes = 0
+  sysctl = {}
+  devices = []
+  stop_timeout = "60s"
+  init = "/sbin/init"
+  root = "/vz/root/a"
+  private = "/vz/private/a"
+  uid_base = 0
+  gid_base = 0
+  dedup = true
+  cpu {
+    count = 0
+    limit = 0
+    units = 1000
+    mask = ""
+  }
+  memory {
+    ram = "unlimited"
+    swap = 0
+  }
+  disk {
+    size = "unlimited"
+    inodes = 0
+    iops_limit = 0
+    io_limit = 0
+  }
+  network {
+    nameservers = []
+    search_domains = []
+  }
+}`, g)
+	plain := parseOne(t, "a.hcl", "container \"a\" {\n}\n", nil)
+	if zero.Hash() != plain.Hash() {
+		t.Fatalf("explicit zeroes under defaults differ from no defaults: %+v", zero)
+	}
+	out := WriteHCL([]*Container{zero}, DefaultPaths(), g)
+	back := parseOne(t, "back.hcl", string(out), g)
+	if back.Hash() != zero.Hash() {
+		t.Errorf("conversion lost explicit zeroes:\n%s", out)
+	}
+	full := parseOne(t, "b.hcl", "container \"b\" {\n}\n", g)
+	back = parseOne(t, "back.hcl", string(WriteHCL([]*Container{full}, DefaultPaths(), nil)), nil)
+	if back.Hash() != full.Hash() {
+		t.Errorf("defaults lost when converting for no global")
 	}
 }

@@ -463,10 +463,7 @@ func (d *hclDecoder) cpu(body hcl.Body) {
 	c := d.c
 	ct := d.content(body, cpuSchema)
 	if a := ct.Attributes["count"]; a != nil {
-		n, ok := d.uint("cpu.count", a, 1<<20)
-		if ok && n == 0 {
-			d.errf(a, "cpu.count: 0 CPUs cannot run anything; remove the line for no limit")
-		}
+		n, _ := d.uint("cpu.count", a, 1<<20) // 0: no limit, as in legacy CPUS
 		c.CPU.Count = int(n)
 	}
 	if a := ct.Attributes["limit"]; a != nil {

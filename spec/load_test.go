@@ -163,7 +163,7 @@ func TestLoadRealDir(t *testing.T) {
 		must(os.Chmod(path, mode))
 	}
 	write("101.conf", "ONBOOT=yes\n", 0o644)
-	write("103.conf", "ONBOOT=yes\n", 0o664)            // group-writable
+	write("103.conf", "ONBOOT=yes\n", 0o664)              // group-writable
 	write("web.hcl", "container \"web01\" {\n}\n", 0o646) // other-writable
 	// The legacy layout: conf/<ID>.conf -> $VE_PRIVATE/ve.conf.
 	must(os.WriteFile(filepath.Join(p.PrivateBase(), "102", "ve.conf"), []byte("HOSTNAME=ct102\n"), 0o644))

@@ -62,6 +62,6 @@ func runConvert(g *globals, file, id string) error {
 	if diags.HasErrors() || len(cs) == 0 {
 		return exitError{1}
 	}
-	_, err = g.stdout.Write(spec.WriteHCL(cs, g.paths))
+	_, err = g.stdout.Write(spec.WriteHCL(cs, g.paths, global))
 	return err
 }
