@@ -47,7 +47,10 @@ mkdir -p docs/bench
 	echo
 	cat "$tmp"
 	echo
-	echo "Removing a veth pair is dominated by the kernel (unregistering a net device"
-	echo "waits for RCU grace periods), so removal costs about the same either way."
+	echo "The 100-container rows are single passes, not medians: on this shared"
+	echo "2-CPU machine they vary by up to 2× between runs (the 50-run medians"
+	echo "much less). Removing a veth pair is dominated by the kernel (unregistering"
+	echo "a net device waits for RCU grace periods, about 30 ms here), so removal"
+	echo "costs about the same either way and its ratio swings around 1."
 } >"$out"
 echo "bench-network: wrote $out"

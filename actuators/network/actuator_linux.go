@@ -55,6 +55,13 @@ func New(cfg Config) (*Actuator, error) {
 		ns.Close()
 		return nil, fmt.Errorf("netlink in host netns %q: %w", cfg.HostNS, err)
 	}
+	// Strict checking lets the kernel filter route dumps by interface and
+	// protocol, so finding one host end's routes does not cost a copy of
+	// every route of the node. The library filters again, so a kernel
+	// without it only costs time.
+	if err := h.SetStrictCheck(true); err != nil {
+		cfg.Log.Debug("netlink strict check unavailable", "err", err)
+	}
 	return &Actuator{cfg: cfg, log: cfg.Log.With("actuator", "network"), hostNS: ns, h: h}, nil
 }
 
