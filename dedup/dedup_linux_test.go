@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -723,7 +724,7 @@ func TestChangedWhileCopied(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := sha([]byte("befor"))
-	if err := c.commit(context.Background(), p, d, 5); !errors.Is(err, errChanged) {
+	if err := c.commit(context.Background(), n.prefix, "f", d, 5); !errors.Is(err, errChanged) {
 		t.Fatalf("commit of changed file: %v", err)
 	}
 	if _, err := os.Stat(c.objectPath(d)); !errors.Is(err, fs.ErrNotExist) {
@@ -736,7 +737,7 @@ func TestChangedWhileCopied(t *testing.T) {
 	// The right digest commits; a second commit is an already-exists.
 	d = sha([]byte("after"))
 	for range 2 {
-		if err := c.commit(context.Background(), p, d, 5); err != nil {
+		if err := c.commit(context.Background(), n.prefix, "f", d, 5); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -814,5 +815,89 @@ func TestSchedule(t *testing.T) {
 	bad := n.cache(func(d *spec.DedupConfig) { d.Schedule = "not a schedule" })
 	if _, err := bad.Schedule(context.Background(), nil); err == nil {
 		t.Fatal("bad schedule accepted")
+	}
+}
+
+func listXattrs(path string) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Llistxattr(path, buf)
+		if errors.Is(err, unix.ERANGE) {
+			buf = make([]byte, len(buf)*4)
+			continue
+		}
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list xattrs of %s: %w", path, err)
+		}
+		var out []string
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				out = append(out, s)
+			}
+		}
+		return out, nil
+	}
+}
+
+func getXattr(path, name string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Lgetxattr(path, name, buf)
+		if errors.Is(err, unix.ERANGE) {
+			buf = make([]byte, len(buf)*4)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get xattr %s of %s: %w", name, path, err)
+		}
+		return buf[:n], nil
+	}
+}
+
+// TestPlantedSymlinks: a container cannot make the scan read, store or
+// stub a host file by planting symlinks in its tree.
+func TestPlantedSymlinks(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	host := filepath.Join(dir, "host")
+	base := filepath.Join(dir, "ct", "root")
+	if err := os.MkdirAll(host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "secret"), randBytes(6, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(base, "usr"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A directory swapped for a symlink after the walk, and a link to a file.
+	if err := os.Symlink(host, filepath.Join(base, "usr", "lib")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(host, "secret"), filepath.Join(base, "usr", "secret")); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"usr/lib/secret", "usr/secret", "../host/secret"} {
+		if f, _, err := openRegular(base, rel); err == nil {
+			f.Close()
+			t.Errorf("openRegular(%s) followed a symlink out of the tree", rel)
+		}
+		if existsBeneath(base, rel) && rel != "usr/secret" {
+			t.Errorf("existsBeneath(%s) followed a symlink", rel)
+		}
+	}
+	c := &Cache{cfg: withDefaults(Defaults()), log: testLog(t), root: filepath.Join(dir, "store"), now: time.Now}
+	var st ScanStats
+	if _, _, err := c.digest(context.Background(), base, "usr/lib/secret", &st); err == nil {
+		t.Fatal("digest read a host file through a planted symlink")
+	}
+	if err := c.commit(context.Background(), base, "usr/lib/secret", sha(randBytes(6, 8192)), 8192); err == nil {
+		t.Fatal("commit stored a host file through a planted symlink")
+	}
+	if _, err := getXattr(filepath.Join(host, "secret"), xattrDigest); err == nil {
+		t.Fatal("digest xattr written to a host file")
 	}
 }

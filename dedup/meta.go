@@ -105,18 +105,25 @@ func buildMeta(fsDir string, stubs []stub, lock func() (func(), error)) error {
 			return fmt.Errorf("create %s: %w", filepath.Join(tmp, d), err)
 		}
 	}
+	kept := stubs[:0:0]
 	for _, s := range stubs {
-		if err := makeStub(filepath.Join(base, s.Path), filepath.Join(tmp, s.Path), s); err != nil {
+		err := makeStub(base, s.Path, filepath.Join(tmp, s.Path), s)
+		if errors.Is(err, errChanged) {
+			continue // changed since it was hashed: no stub this time
+		}
+		if err != nil {
 			return err
 		}
+		kept = append(kept, s)
 	}
+	stubs = kept
 	// Directories last, deepest first, so that creating their entries does
 	// not disturb the times copied from the base tree. A META directory is
 	// the visible one wherever the container has not changed it, so it
 	// must look exactly like the base directory.
 	for i := len(dirList) - 1; i >= 0; i-- {
 		d := dirList[i]
-		if err := copyMeta(filepath.Join(base, d), filepath.Join(tmp, d)); err != nil {
+		if err := copyDirMeta(base, d, filepath.Join(tmp, d)); err != nil {
 			return err
 		}
 	}
@@ -138,10 +145,20 @@ func buildMeta(fsDir string, stubs []stub, lock func() (func(), error)) error {
 	return writeManifest(next+manifestExt, &manifest{Stubs: stubs})
 }
 
-// makeStub creates the metacopy stub for base at path: a sparse file of the
-// same size, mode, owner, times and xattrs (file capabilities included)
-// whose data overlayfs reads from the object it redirects to.
-func makeStub(base, path string, s stub) error {
+// makeStub creates the metacopy stub for the base file rel at path: a
+// sparse file of the same size, mode, owner, times and xattrs (file
+// capabilities included) whose data overlayfs reads from the object it
+// redirects to. A base file that is no longer the one hashed (inode, size,
+// mtime, ctime) gets no stub (errChanged).
+func makeStub(base, rel, path string, s stub) error {
+	src, st, err := openRegular(base, rel)
+	if err != nil {
+		return errChanged
+	}
+	defer src.Close()
+	if st.Ino != s.Ino || uint64(st.Size) != s.Size || st.Mtim.Nano() != s.MtimeNs || st.Ctim.Nano() != s.CtimeNs {
+		return errChanged
+	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("create stub %s: %w", path, err)
@@ -151,7 +168,7 @@ func makeStub(base, path string, s stub) error {
 	if err != nil {
 		return fmt.Errorf("size stub %s: %w", path, err)
 	}
-	if err := copyMeta(base, path); err != nil {
+	if err := copyMeta(src, st, path); err != nil {
 		return err
 	}
 	if err := unix.Lsetxattr(path, xattrOvlMeta, nil, 0); err != nil {
@@ -160,37 +177,47 @@ func makeStub(base, path string, s stub) error {
 	if err := unix.Lsetxattr(path, xattrOvlRedi, []byte(objectRel(s.Digest)), 0); err != nil {
 		return fmt.Errorf("set %s on %s: %w", xattrOvlRedi, path, err)
 	}
-	// Setting xattrs does not touch mtime/atime, but copyMeta set them
-	// before: set them once more for certainty.
-	return copyTimes(base, path)
+	return setTimes(path, st)
 }
 
-// copyMeta gives dst the owner, mode, xattrs and times of src. The order
-// matters: chown clears set-id bits and file capabilities, so mode and
-// xattrs come after it, and times come last.
-func copyMeta(src, dst string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", src, err)
+// copyDirMeta gives the directory dst the metadata of the directory rel
+// below base.
+func copyDirMeta(base, rel, dst string) error {
+	src, err := openBeneath(base, rel, true)
+	if err != nil {
+		return err
 	}
+	defer src.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
+		return fmt.Errorf("stat %s: %w", src.Name(), err)
+	}
+	return copyMeta(src, &st, dst)
+}
+
+// copyMeta gives dst the owner, mode, xattrs and times of the open file
+// src (whose stat is st). The order matters: chown clears set-id bits and
+// file capabilities, so mode and xattrs come after it, and times come last.
+func copyMeta(src *os.File, st *unix.Stat_t, dst string) error {
 	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return fmt.Errorf("chown %s: %w", dst, err)
 	}
 	if err := unix.Fchmodat(unix.AT_FDCWD, dst, st.Mode&0o7777, 0); err != nil {
 		return fmt.Errorf("chmod %s: %w", dst, err)
 	}
-	if err := copyXattrs(src, dst); err != nil {
+	xs, err := fdXattrs(src)
+	if err != nil {
 		return err
 	}
-	return setTimes(dst, &st)
-}
-
-func copyTimes(src, dst string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", src, err)
+	for n, v := range xs {
+		if strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "trusted.vzd.") {
+			continue
+		}
+		if err := unix.Lsetxattr(dst, n, v, 0); err != nil {
+			return fmt.Errorf("set xattr %s on %s: %w", n, dst, err)
+		}
 	}
-	return setTimes(dst, &st)
+	return setTimes(dst, st)
 }
 
 func setTimes(dst string, st *unix.Stat_t) error {
@@ -199,67 +226,6 @@ func setTimes(dst string, st *unix.Stat_t) error {
 		return fmt.Errorf("set times of %s: %w", dst, err)
 	}
 	return nil
-}
-
-// copyXattrs copies every xattr of src to dst except overlayfs's own and
-// ours.
-func copyXattrs(src, dst string) error {
-	names, err := listXattrs(src)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "trusted.vzd.") {
-			continue
-		}
-		v, err := getXattr(src, n)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lsetxattr(dst, n, v, 0); err != nil {
-			return fmt.Errorf("set xattr %s on %s: %w", n, dst, err)
-		}
-	}
-	return nil
-}
-
-func listXattrs(path string) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		n, err := unix.Llistxattr(path, buf)
-		if errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, len(buf)*4)
-			continue
-		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list xattrs of %s: %w", path, err)
-		}
-		var out []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				out = append(out, s)
-			}
-		}
-		return out, nil
-	}
-}
-
-func getXattr(path, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Lgetxattr(path, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, len(buf)*4)
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get xattr %s of %s: %w", name, path, err)
-		}
-		return buf[:n], nil
-	}
 }
 
 // promoteMeta takes a META tree built by a scan into use: meta.next
@@ -310,7 +276,7 @@ func validateMeta(fsDir string, ok func(s stub) bool) ([]stub, error) {
 	kept := m.Stubs[:0:0]
 	var dropped []error
 	for _, s := range m.Stubs {
-		good := baseMatches(filepath.Join(base, s.Path), s) && ok(s)
+		good := baseMatches(base, s.Path, s) && ok(s)
 		if good {
 			var st unix.Stat_t
 			err := unix.Lstat(filepath.Join(meta, s.Path), &st)
@@ -341,13 +307,13 @@ func validateMeta(fsDir string, ok func(s stub) bool) ([]stub, error) {
 
 // baseMatches reports whether the base file is still the one s was made
 // from.
-func baseMatches(path string, s stub) bool {
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
+func baseMatches(base, rel string, s stub) bool {
+	f, st, err := openRegular(base, rel)
+	if err != nil {
 		return false
 	}
-	return st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) == s.Size && st.Ino == s.Ino &&
-		st.Mtim.Nano() == s.MtimeNs && st.Ctim.Nano() == s.CtimeNs
+	f.Close()
+	return uint64(st.Size) == s.Size && st.Ino == s.Ino && st.Mtim.Nano() == s.MtimeNs && st.Ctim.Nano() == s.CtimeNs
 }
 
 // refreshDirs makes META's directories look like the base tree's again
@@ -369,14 +335,21 @@ func refreshDirs(meta, base string) error {
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // children first
 		rel, _ := filepath.Rel(meta, dirs[i])
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(base, rel), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		src, err := openBeneath(base, rel, true)
+		if err != nil {
+			// Gone from the base tree (or replaced by a symlink or file).
 			if err := os.RemoveAll(dirs[i]); err != nil {
 				return fmt.Errorf("remove stale %s: %w", dirs[i], err)
 			}
 			continue
 		}
-		if err := copyMeta(filepath.Join(base, rel), dirs[i]); err != nil {
+		var st unix.Stat_t
+		err = unix.Fstat(int(src.Fd()), &st)
+		if err == nil {
+			err = copyMeta(src, &st, dirs[i])
+		}
+		src.Close()
+		if err != nil {
 			return err
 		}
 	}

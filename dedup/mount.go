@@ -193,7 +193,7 @@ func ensureUpper(base, delta, work string) error {
 		if err := os.Mkdir(tmp, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", delta, err)
 		}
-		if err := copyMeta(base, tmp); err != nil {
+		if err := copyDirMeta(base, ".", tmp); err != nil {
 			return err
 		}
 		if err := os.Rename(tmp, delta); err != nil {

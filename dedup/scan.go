@@ -236,7 +236,7 @@ func (c *Cache) ingest(ctx context.Context, f seen, holders map[string]map[strin
 		}
 	}
 	for _, g := range cands {
-		err := c.commit(ctx, filepath.Join(g.fsDir, baseName, g.rel), f.digest, size)
+		err := c.commit(ctx, filepath.Join(g.fsDir, baseName), g.rel, f.digest, size)
 		if errors.Is(err, errChanged) {
 			stats.Changed++
 			c.log.Info("file changed while cached, skipped", "container", g.id, "path", g.rel)
@@ -290,18 +290,15 @@ func (c *Cache) walk(ctx context.Context, id, fsDir string, stats *ScanStats) ([
 			if err := unix.Lstat(p, &st); err != nil {
 				return nil
 			}
-			size := uint64(st.Size)
-			// Hard links are left alone: overlayfs would show the linked
-			// names as separate files once one of them is a stub.
-			if size < c.cfg.MinSize || size > c.cfg.MaxSize || st.Nlink != 1 {
+			if !c.eligible(&st) {
 				return nil
 			}
 			// The container changed or removed it: its delta hides the base.
-			if exists(filepath.Join(delta, rel)) {
+			if existsBeneath(delta, rel) {
 				return nil
 			}
 			stats.Files++
-			digest, st2, err := c.digest(ctx, p, &st, stats)
+			digest, st2, err := c.digest(ctx, base, rel, stats)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -319,27 +316,31 @@ func (c *Cache) walk(ctx context.Context, id, fsDir string, stats *ScanStats) ([
 	return out, nil
 }
 
-// digest returns the SHA1 of the file at p, from its trusted.vzd.sha1
-// xattr when that was taken at the file's current size and mtime, or by
-// hashing it and recording the result. It returns the file's stat after
-// the xattr was written (its ctime changes), which identifies the file
-// in the stub.
-func (c *Cache) digest(ctx context.Context, p string, st *unix.Stat_t, stats *ScanStats) (string, *unix.Stat_t, error) {
-	if v, err := getXattr(p, xattrDigest); err == nil {
+// digest returns the SHA1 of the file rel below base, from its
+// trusted.vzd.sha1 xattr when that was taken at the file's current size and
+// mtime, or by hashing it and recording the result. It returns the file's
+// stat after the xattr was written (its ctime changes), which identifies
+// the file in the stub. The file is opened without following symlinks and
+// re-checked on its descriptor (see openBeneath).
+func (c *Cache) digest(ctx context.Context, base, rel string, stats *ScanStats) (string, *unix.Stat_t, error) {
+	f, st, err := openRegular(base, rel)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	if !c.eligible(st) {
+		return "", nil, errChanged
+	}
+	if v, err := fdXattr(f, xattrDigest); err == nil {
 		if d, ok := parseDigest(string(v), st); ok {
 			stats.ReusedDigests++
 			return d, st, nil
 		}
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return "", nil, err
-	}
-	defer f.Close()
 	h := sha1.New()
 	n, err := io.CopyBuffer(h, &ctxReader{ctx: ctx, r: f}, c.buffer())
 	if err != nil {
-		return "", nil, fmt.Errorf("hash %s: %w", p, err)
+		return "", nil, fmt.Errorf("hash %s: %w", f.Name(), err)
 	}
 	stats.HashedFiles++
 	stats.HashedBytes += uint64(n)
@@ -351,13 +352,21 @@ func (c *Cache) digest(ctx context.Context, p string, st *unix.Stat_t, stats *Sc
 		return "", nil, errChanged
 	}
 	d := hex.EncodeToString(h.Sum(nil))
-	if err := unix.Lsetxattr(p, xattrDigest, []byte(formatDigest(d, st)), 0); err != nil {
-		return "", nil, fmt.Errorf("record digest of %s: %w", p, err)
+	if err := unix.Fsetxattr(int(f.Fd()), xattrDigest, []byte(formatDigest(d, st)), 0); err != nil {
+		return "", nil, fmt.Errorf("record digest of %s: %w", f.Name(), err)
 	}
-	if err := unix.Lstat(p, &after); err != nil {
+	if err := unix.Fstat(int(f.Fd()), &after); err != nil {
 		return "", nil, err
 	}
 	return d, &after, nil
+}
+
+// eligible applies the size and link rules. Hard links are left alone:
+// overlayfs would show the linked names as separate files once one of
+// them is a stub.
+func (c *Cache) eligible(st *unix.Stat_t) bool {
+	size := uint64(st.Size)
+	return size >= c.cfg.MinSize && size <= c.cfg.MaxSize && st.Nlink == 1
 }
 
 // The xattr value: "<sha1 hex> <size> <mtime ns>".

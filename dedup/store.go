@@ -246,16 +246,17 @@ func (c *Cache) objectOK(ix *index, digest string, size uint64) bool {
 
 var errChanged = errors.New("file changed while being copied")
 
-// commit copies src into the store as the object for digest. The copy is
+// commit copies the file rel below root into the store as the object for digest. The copy is
 // hashed as it is written and only a copy whose digest matches is renamed
 // into place, so a file changed between hashing and copying is never
 // cached with the wrong content (errChanged).
-func (c *Cache) commit(ctx context.Context, src, digest string, size uint64) (retErr error) {
-	in, err := os.Open(src)
+func (c *Cache) commit(ctx context.Context, root, rel, digest string, size uint64) (retErr error) {
+	in, _, err := openRegular(root, rel)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", src, err)
+		return err
 	}
 	defer in.Close()
+	src := in.Name()
 	tmp, err := os.CreateTemp(filepath.Join(c.root, ingestDir), "ingest-")
 	if err != nil {
 		return fmt.Errorf("create ingest file: %w", err)
