@@ -277,6 +277,7 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 		attrs.MTU = mtu
 		attrs.Alias = alias(c.ID, ifc.Name)
 		attrs.Flags = net.FlagUp
+		attrs.HardwareAddr = hostMAC(c.ID, ifc.Name)
 		veth := &netlink.Veth{
 			LinkAttrs:        attrs,
 			PeerName:         ifc.Name,

@@ -318,6 +318,9 @@ func TestBridgedContainers(t *testing.T) {
 		st.Interfaces[0].MAC.String() != MAC(ca.ID, "eth0").String() || len(st.Interfaces[0].Routes) != 0 {
 		t.Fatalf("Observe = %+v", st)
 	}
+	if hl, err := n.h.LinkByIndex(st.Interfaces[0].HostIndex); err != nil || hl.Attrs().HardwareAddr.String() != hostMAC(ca.ID, "eth0").String() {
+		t.Errorf("host end MAC: %v %v", hl, err)
+	}
 }
 
 func ifcBridged(name, ip string) spec.Interface {

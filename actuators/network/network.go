@@ -142,6 +142,16 @@ func MAC(containerID, ifname string) net.HardwareAddr {
 	return mac
 }
 
+// hostMAC returns the MAC address of a host end: derived like MAC, with
+// the first byte 0xfe, so that a bridge, which takes the lowest MAC of its
+// ports unless one is set, never takes a container's host end's (libvirt
+// does the same for its tap devices).
+func hostMAC(containerID, ifname string) net.HardwareAddr {
+	mac := MAC(containerID, ifname+"@host")
+	mac[0] = 0xfe
+	return mac
+}
+
 // ifNumbers gives every interface the number its host end name carries:
 // the number its name ends with ("eth3" → 3), so that adding or removing
 // another interface never renames it; names without one, or whose number

@@ -38,6 +38,13 @@ func TestMAC(t *testing.T) {
 	}
 }
 
+func TestHostMAC(t *testing.T) {
+	h := hostMAC("101", "eth0")
+	if h[0] != 0xfe || h.String() == MAC("101", "eth0").String() || h.String() != hostMAC("101", "eth0").String() {
+		t.Fatalf("hostMAC = %s", h)
+	}
+}
+
 func TestIfNumbers(t *testing.T) {
 	ifs := func(names ...string) []spec.Interface {
 		var r []spec.Interface
