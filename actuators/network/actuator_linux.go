@@ -191,6 +191,18 @@ func (a *Actuator) Apply(ctx context.Context, c *spec.Container, pid int) (needs
 	}
 	p := &plan{wantRoutes: map[routeKey]bool{}}
 	var errs []error
+	// Interfaces c no longer names go first, so that an address or a host
+	// end name moving to another interface is free when that one is set.
+	for ifname, l := range ends {
+		if c.Interface(ifname) != nil {
+			continue
+		}
+		if err := a.removeEnd(l); err != nil {
+			errs = append(errs, fmt.Errorf("remove interface %s of %s: %w", ifname, c.ID, err))
+			continue
+		}
+		log.Info("interface removed", "interface", ifname, "host_end", l.Attrs().Name)
+	}
 	for i := range c.Network.Interfaces {
 		ifc := &c.Network.Interfaces[i]
 		if err := ctx.Err(); err != nil {
@@ -199,14 +211,6 @@ func (a *Actuator) Apply(ctx context.Context, c *spec.Container, pid int) (needs
 		if err := a.applyInterface(log, c, ifc, names[i], ends[ifc.Name], ct, p); err != nil {
 			errs = append(errs, fmt.Errorf("interface %s of %s: %w", ifc.Name, c.ID, err))
 		}
-		delete(ends, ifc.Name)
-	}
-	for ifname, l := range ends {
-		if err := a.removeEnd(l); err != nil {
-			errs = append(errs, fmt.Errorf("remove interface %s of %s: %w", ifname, c.ID, err))
-			continue
-		}
-		log.Info("interface removed", "interface", ifname, "host_end", l.Attrs().Name)
 	}
 	if err := a.pruneContainerRoutes(ct, p); err != nil {
 		errs = append(errs, fmt.Errorf("routes of %s: %w", c.ID, err))

@@ -425,6 +425,16 @@ func TestLiveChanges(t *testing.T) {
 	if _, err := n.h.LinkByName(HostIfName("vzt", ca.ID, 1)); err == nil {
 		t.Error("host end of removed interface left")
 	}
+
+	// Rename the interface: its address moves to the new one in one pass.
+	ca.Network.Interfaces[0].Name = "eth5"
+	apply(t, a, ca, pa)
+	if !ping(t, inPid(pb), "10.72.0.4") {
+		t.Error("address unreachable after moving to a renamed interface")
+	}
+	if _, err := n.h.LinkByName(HostIfName("vzt", ca.ID, 0)); err == nil {
+		t.Error("host end of the old interface left")
+	}
 }
 
 func TestRestartFindsInterfaces(t *testing.T) {
