@@ -388,3 +388,18 @@ func TestDestroyRefusesOutsidePrivateBase(t *testing.T) {
 		t.Errorf("file outside removed: %v", err)
 	}
 }
+
+func TestExecRunnerMissingTool(t *testing.T) {
+	a, _ := newFake(t, ExecRunner{})
+	_, err := a.runTool(context.Background(), nil, "vzd-no-such-tool", "-x")
+	if !errors.Is(err, ErrToolMissing) || !errors.Is(err, exec.ErrNotFound) || !strings.Contains(err.Error(), "e2fsprogs") {
+		t.Errorf("got %v, want ErrToolMissing wrapping exec.ErrNotFound", err)
+	}
+	out, err := a.runTool(context.Background(), []int{1}, "sh", "-c", "echo fixed; exit 1")
+	if err != nil || strings.TrimSpace(string(out)) != "fixed" {
+		t.Errorf("exit 1 allowed: %q, %v", out, err)
+	}
+	if _, err := a.runTool(context.Background(), nil, "sh", "-c", "echo broken >&2; exit 4"); err == nil || !strings.Contains(err.Error(), "broken") {
+		t.Errorf("failure without its output: %v", err)
+	}
+}

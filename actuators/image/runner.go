@@ -57,7 +57,7 @@ func (a *Actuator) runTool(ctx context.Context, okCodes []int, name string, args
 		return out, nil
 	}
 	if errors.Is(err, exec.ErrNotFound) {
-		return out, fmt.Errorf("%s: %w (%v)", name, ErrToolMissing, err)
+		return out, fmt.Errorf("%s: %w (%w)", name, ErrToolMissing, err)
 	}
 	var ec interface{ ExitCode() int }
 	if errors.As(err, &ec) {
