@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +25,43 @@ func WriteHCL(cs []*Container, p Paths, g *Global) []byte {
 		writeContainer(b, c, p, g)
 		b.end()
 	}
-	return w.buf.Bytes()
+	return alignEquals(w.buf.Bytes())
+}
+
+// alignEquals aligns the "=" of consecutive attribute lines at the same
+// indentation, as `hcl fmt` does.
+func alignEquals(src []byte) []byte {
+	lines := strings.Split(string(src), "\n")
+	attr := func(l string) (indent, name string, ok bool) {
+		t := strings.TrimLeft(l, " ")
+		name, _, ok = strings.Cut(t, " = ")
+		if !ok || name == "" || strings.ContainsAny(name, " \"{}") {
+			return "", "", false
+		}
+		return l[:len(l)-len(t)], name, true
+	}
+	for i := 0; i < len(lines); {
+		ind, _, ok := attr(lines[i])
+		if !ok {
+			i++
+			continue
+		}
+		j, width := i, 0
+		for ; j < len(lines); j++ {
+			ind2, name, ok := attr(lines[j])
+			if !ok || ind2 != ind {
+				break
+			}
+			width = max(width, len(name))
+		}
+		for k := i; k < j; k++ {
+			ind2, name, _ := attr(lines[k])
+			rest := lines[k][len(ind2)+len(name):]
+			lines[k] = ind2 + name + strings.Repeat(" ", width-len(name)) + rest
+		}
+		i = j
+	}
+	return []byte(strings.Join(lines, "\n"))
 }
 
 // hclWriter writes the small subset of HCL the container schema needs
@@ -95,179 +132,153 @@ func strList(ss []string) string {
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
-func setStr(b *hclWriter, name, v string) {
-	if v != "" {
-		b.set(name, quoteHCL(v))
+// writeContainer writes the fields of c whose value differs from the
+// built-in default or from the default of g: the output means the same
+// with or without the global configuration.
+func writeContainer(b *hclWriter, c *Container, p Paths, g *Global) {
+	d0 := &Container{ID: c.ID, Positions: map[string]Pos{}}
+	applyDefaults(d0, nil, p)
+	dg := &Container{ID: c.ID, Positions: map[string]Pos{}}
+	applyDefaults(dg, g, p)
+	want := func(get func(x *Container) any) bool {
+		v := get(c)
+		return !reflect.DeepEqual(v, get(d0)) || !reflect.DeepEqual(v, get(dg))
 	}
-}
-
-func setNum(b *hclWriter, name string, v uint64) {
-	if v != 0 {
-		b.set(name, strconv.FormatUint(v, 10))
+	str := func(name string, get func(x *Container) string) {
+		if want(func(x *Container) any { return get(x) }) {
+			b.set(name, quoteHCL(get(c)))
+		}
 	}
-}
-
-func setSize(b *hclWriter, name string, v uint64) {
-	if v != 0 {
-		b.set(name, quoteHCL(formatSize(v)))
+	num := func(name string, get func(x *Container) uint64) {
+		if want(func(x *Container) any { return get(x) }) {
+			b.set(name, strconv.FormatUint(get(c), 10))
+		}
 	}
-}
-
-// fieldWriter writes a field when it differs from what the decoder would
-// give without it: its zero value, or the global default when the global
-// configuration has one for that field.
-type fieldWriter struct {
-	*hclWriter
-	g *Global
-}
-
-// forced reports whether a field must be written even at its zero value,
-// because the global defaults would fill it otherwise.
-func (w fieldWriter) forced(key string) bool { return w.g != nil && written(&w.g.Defaults, key) }
-
-func (w fieldWriter) str(key, name, v string) {
-	if v != "" || w.forced(key) {
-		w.set(name, quoteHCL(v))
+	size := func(name string, get func(x *Container) uint64) {
+		if want(func(x *Container) any { return get(x) }) {
+			if v := get(c); v == 0 {
+				b.set(name, quoteHCL("unlimited"))
+			} else {
+				b.set(name, quoteHCL(formatSize(v)))
+			}
+		}
 	}
-}
-
-func (w fieldWriter) num(key, name string, v uint64) {
-	if v != 0 || w.forced(key) {
-		w.set(name, strconv.FormatUint(v, 10))
+	boolean := func(name string, get func(x *Container) bool) {
+		if want(func(x *Container) any { return get(x) }) {
+			b.set(name, strconv.FormatBool(get(c)))
+		}
 	}
-}
-
-func (w fieldWriter) size(key, name string, v uint64) {
-	switch {
-	case v != 0:
-		w.set(name, quoteHCL(formatSize(v)))
-	case w.forced(key):
-		w.set(name, quoteHCL("unlimited"))
+	list := func(name string, get func(x *Container) []string) {
+		if want(func(x *Container) any { return get(x) }) {
+			b.set(name, strList(get(c)))
+		}
 	}
-}
-
-func (w fieldWriter) boolean(key, name string, v, zero bool) {
-	if v != zero || w.forced(key) {
-		w.set(name, strconv.FormatBool(v))
-	}
-}
-
-func (w fieldWriter) list(key, name string, v []string) {
-	if len(v) > 0 || w.forced(key) {
-		w.set(name, strList(v))
-	}
-}
-
-func writeContainer(hw *hclWriter, c *Container, p Paths, g *Global) {
-	b := fieldWriter{hw, g}
-	b.str("uuid", "uuid", c.UUID)
-	if c.Name != c.ID {
-		b.str("name", "name", c.Name)
-	}
-	b.str("description", "description", c.Description)
+	str("uuid", func(x *Container) string { return x.UUID })
+	str("name", func(x *Container) string { return x.Name })
+	str("description", func(x *Container) string { return x.Description })
 	b.set("state", quoteHCL(string(c.State)))
 	b.set("onboot", strconv.FormatBool(c.OnBoot))
-	b.str("hostname", "hostname", c.Hostname)
-	b.boolean("privileged", "privileged", c.Privileged, false)
-	b.boolean("restart_to_apply", "restart_to_apply", c.RestartToApply, false)
-	b.str("ostemplate", "ostemplate", c.OSTemplate)
-	b.list("templates", "templates", c.Templates)
-	b.num("processes", "processes", c.Processes)
-	if (c.StopTimeout != DefaultStopTimeout || b.forced("stop_timeout")) && c.StopTimeout > 0 {
+	str("hostname", func(x *Container) string { return x.Hostname })
+	boolean("privileged", func(x *Container) bool { return x.Privileged })
+	boolean("restart_to_apply", func(x *Container) bool { return x.RestartToApply })
+	str("ostemplate", func(x *Container) string { return x.OSTemplate })
+	list("templates", func(x *Container) []string { return x.Templates })
+	num("processes", func(x *Container) uint64 { return x.Processes })
+	if want(func(x *Container) any { return x.StopTimeout }) {
 		b.set("stop_timeout", quoteHCL(c.StopTimeout.String()))
 	}
-	if (!slices.Equal(c.Init, []string{DefaultInit}) || b.forced("init")) && len(c.Init) > 0 {
-		b.set("init", strList(c.Init))
-	}
-	if c.Root != p.Host(expandVEID(DefaultRootTmpl, c.ID)) || b.forced("root") {
+	list("init", func(x *Container) []string { return x.Init })
+	if want(func(x *Container) any { return x.Root }) {
 		b.set("root", quoteHCL(p.Logical(c.Root)))
 	}
-	if c.Private != p.Host(expandVEID(DefaultPrivateTmpl, c.ID)) || b.forced("private") {
+	if want(func(x *Container) any { return x.Private }) {
 		b.set("private", quoteHCL(p.Logical(c.Private)))
 	}
-	b.num("uid_base", "uid_base", uint64(c.UIDBase))
-	b.num("gid_base", "gid_base", uint64(c.GIDBase))
-	b.boolean("dedup", "dedup", !c.NoDedup, true)
-	if len(c.Sysctl) > 0 || b.forced("sysctl") {
+	num("uid_base", func(x *Container) uint64 { return uint64(x.UIDBase) })
+	num("gid_base", func(x *Container) uint64 { return uint64(x.GIDBase) })
+	boolean("dedup", func(x *Container) bool { return !x.NoDedup })
+	if want(func(x *Container) any { return x.Sysctl }) {
 		b.line("sysctl = {")
 		for _, k := range slices.Sorted(maps.Keys(c.Sysctl)) {
 			b.line("  " + quoteHCL(k) + " = " + quoteHCL(c.Sysctl[k]))
 		}
 		b.line("}")
 	}
-	forcedAny := func(prefix string) bool {
-		for _, f := range inheritable {
-			if strings.HasPrefix(f.key, prefix) && b.forced(f.key) {
-				return true
-			}
-		}
-		return false
-	}
-	if c.CPU != (CPU{Units: DefaultCPUUnits}) || forcedAny("cpu.") {
+	if want(func(x *Container) any { return x.CPU }) {
 		b.block("cpu")
-		b.num("cpu.count", "count", uint64(c.CPU.Count))
-		if c.CPU.Limit != 0 || b.forced("cpu.limit") {
+		num("count", func(x *Container) uint64 { return uint64(x.CPU.Count) })
+		if want(func(x *Container) any { return x.CPU.Limit }) {
 			b.set("limit", quoteHCL(strconv.FormatFloat(c.CPU.Limit, 'f', -1, 64)+"%"))
 		}
-		b.set("units", strconv.FormatUint(c.CPU.Units, 10))
-		b.str("cpu.mask", "mask", c.CPU.Mask)
+		num("units", func(x *Container) uint64 { return x.CPU.Units })
+		str("mask", func(x *Container) string { return x.CPU.Mask })
 		b.end()
 	}
-	if c.Memory != (Memory{}) || forcedAny("memory.") {
+	if want(func(x *Container) any { return x.Memory }) {
 		b.block("memory")
-		b.size("memory.ram", "ram", c.Memory.RAM)
-		b.size("memory.swap", "swap", c.Memory.Swap)
+		size("ram", func(x *Container) uint64 { return x.Memory.RAM })
+		size("swap", func(x *Container) uint64 { return x.Memory.Swap })
 		b.end()
 	}
-	if c.Disk != (Disk{}) || forcedAny("disk.") {
+	if want(func(x *Container) any { return x.Disk }) {
 		b.block("disk")
-		b.size("disk.size", "size", c.Disk.Size)
-		b.num("disk.inodes", "inodes", c.Disk.Inodes)
-		b.num("disk.iops_limit", "iops_limit", c.Disk.IOPSLimit)
-		b.size("disk.io_limit", "io_limit", c.Disk.IOLimit)
+		size("size", func(x *Container) uint64 { return x.Disk.Size })
+		num("inodes", func(x *Container) uint64 { return x.Disk.Inodes })
+		num("iops_limit", func(x *Container) uint64 { return x.Disk.IOPSLimit })
+		size("io_limit", func(x *Container) uint64 { return x.Disk.IOLimit })
 		b.end()
 	}
 	n := c.Network
-	if n.NameserverInherit || len(n.Nameservers) > 0 || len(n.SearchDomains) > 0 || len(n.Interfaces) > 0 || forcedAny("network.") {
-		nb := b.block("network")
-		if n.NameserverInherit {
-			nb.set("nameservers", quoteHCL("inherit"))
-		} else if len(n.Nameservers) > 0 || b.forced("network.nameservers") {
-			var ss []string
-			for _, a := range n.Nameservers {
-				ss = append(ss, a.String())
+	nsChanged := want(func(x *Container) any { return []any{x.Network.NameserverInherit, x.Network.Nameservers} })
+	sdChanged := want(func(x *Container) any { return x.Network.SearchDomains })
+	if nsChanged || sdChanged || len(n.Interfaces) > 0 {
+		b.block("network")
+		if nsChanged {
+			if n.NameserverInherit {
+				b.set("nameservers", quoteHCL("inherit"))
+			} else {
+				var ss []string
+				for _, a := range n.Nameservers {
+					ss = append(ss, a.String())
+				}
+				b.set("nameservers", strList(ss))
 			}
-			nb.set("nameservers", strList(ss))
 		}
-		b.list("network.search_domains", "search_domains", n.SearchDomains)
+		list("search_domains", func(x *Container) []string { return x.Network.SearchDomains })
 		for _, ifc := range n.Interfaces {
-			ib := nb.block("interface", ifc.Name)
+			b.block("interface", ifc.Name)
 			var ips []string
 			for _, ip := range ifc.IPs {
 				ips = append(ips, ip.String())
 			}
-			ib.set("ip", strList(ips))
+			b.set("ip", strList(ips))
 			if ifc.Gateway.IsValid() {
-				ib.set("gateway", quoteHCL(ifc.Gateway.String()))
+				b.set("gateway", quoteHCL(ifc.Gateway.String()))
 			}
 			if ifc.Gateway6.IsValid() {
-				ib.set("gateway6", quoteHCL(ifc.Gateway6.String()))
+				b.set("gateway6", quoteHCL(ifc.Gateway6.String()))
 			}
-			setStr(ib, "bridge", ifc.Bridge)
-			setStr(ib, "mac", ifc.MAC)
-			setStr(ib, "host_name", ifc.HostName)
-			setNum(ib, "mtu", uint64(ifc.MTU))
-			ib.end()
+			for _, kv := range [][2]string{{"bridge", ifc.Bridge}, {"mac", ifc.MAC}, {"host_name", ifc.HostName}} {
+				if kv[1] != "" {
+					b.set(kv[0], quoteHCL(kv[1]))
+				}
+			}
+			if ifc.MTU != 0 {
+				b.set("mtu", strconv.Itoa(ifc.MTU))
+			}
+			b.end()
 		}
-		nb.end()
+		b.end()
 	}
-	if len(c.Devices) == 0 && b.forced("devices") {
-		b.set("devices", "[]")
-	}
-	for _, d := range c.Devices {
-		db := b.block("device")
-		db.set("path", quoteHCL(d.Path))
-		db.set("access", quoteHCL(d.Access))
-		db.end()
+	if want(func(x *Container) any { return x.Devices }) {
+		if len(c.Devices) == 0 {
+			b.set("devices", "[]")
+		}
+		for _, dev := range c.Devices {
+			b.block("device")
+			b.set("path", quoteHCL(dev.Path))
+			b.set("access", quoteHCL(dev.Access))
+			b.end()
+		}
 	}
 }
