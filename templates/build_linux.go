@@ -286,10 +286,12 @@ var busyboxFiles = []struct {
 `, 0o644},
 	{"etc/init.d/rcS", `#!/bin/sh
 # vzd busybox template: bring up the basics, then start /etc/init.d/S*.
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs -o ro sysfs /sys 2>/dev/null
-mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-mountpoint -q /tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+# (Debian's busybox-static has no mountpoint applet.)
+mounted() { grep -q " $1 " /proc/mounts; }
+[ -e /proc/self ] || mount -t proc proc /proc
+mounted /sys || mount -t sysfs -o ro sysfs /sys 2>/dev/null
+mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+mounted /tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 [ -s /etc/hostname ] && hostname -F /etc/hostname
 ip link set lo up 2>/dev/null
 for s in /etc/init.d/S[0-9]*; do [ -x "$s" ] && "$s" start; done

@@ -331,3 +331,21 @@ func syncDir(dir string) {
 		f.Close()
 	}
 }
+
+// Validate checks the template names of a container: its OS template
+// (with or without the legacy leading dot; empty is allowed) and its
+// application templates. The error lists the known names.
+func (c *Cache) Validate(ct *spec.Container) error {
+	var errs []error
+	if ct.OSTemplate != "" {
+		if _, ok := c.Lookup(ct.OSTemplate); !ok {
+			errs = append(errs, c.UnknownOSError(ct.OSTemplate))
+		}
+	}
+	for _, n := range ct.Templates {
+		if _, ok := c.AppLookup(n); !ok {
+			errs = append(errs, c.UnknownAppError(n))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -173,3 +173,18 @@ func TestBarProgress(t *testing.T) {
 		}
 	}
 }
+
+func TestValidate(t *testing.T) {
+	c := NewCache(spec.Paths{Prefix: t.TempDir()}, nil)
+	if err := c.Validate(&spec.Container{OSTemplate: ".debian-12-x86_64", Templates: []string{"nginx", "ssh"}}); err != nil {
+		t.Errorf("valid container: %v", err)
+	}
+	if err := c.Validate(&spec.Container{}); err != nil {
+		t.Errorf("no templates: %v", err)
+	}
+	err := c.Validate(&spec.Container{OSTemplate: "centos-7", Templates: []string{"php"}})
+	if !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "known OS templates: busybox, debian-12-x86_64") ||
+		!strings.Contains(err.Error(), "known application templates: nginx, ssh") {
+		t.Errorf("Validate = %v", err)
+	}
+}
