@@ -901,3 +901,34 @@ func TestPlantedSymlinks(t *testing.T) {
 		t.Fatal("digest xattr written to a host file")
 	}
 }
+
+// TestIndexLost: objects on disk that the index does not know (a crash
+// after the rename, or a lost index) are verified and adopted, not copied
+// again.
+func TestIndexLost(t *testing.T) {
+	n := newNode(t)
+	c := n.cache(nil)
+	trees := n.trees("a", "b")
+	if st, err := c.Scan(context.Background(), trees); err != nil || st.Ingested != 4 {
+		t.Fatalf("scan: %+v %v", st, err)
+	}
+	if err := os.Remove(filepath.Join(c.Root(), indexFile)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Scan(context.Background(), trees)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ingested != 0 || st.Corrupt != 0 || st.MetaBuilt != 0 {
+		t.Fatalf("scan after losing the index: %+v, want the objects adopted", st)
+	}
+	s, err := c.Stats(context.Background())
+	if err != nil || s.Objects != 4 {
+		t.Fatalf("stats: %+v %v", s, err)
+	}
+	ca := n.container("a")
+	mount(t, c.Mounter(), ca, trees["a"])
+	if !stubIn(trees["a"], "usr/bin/tool") {
+		t.Fatal("stub dropped after the index was rebuilt")
+	}
+}

@@ -394,18 +394,20 @@ func parseDigest(v string, st *unix.Stat_t) (string, bool) {
 // whose size or mtime changed since its commit is re-hashed and removed if
 // damaged; an object on disk the index does not know (a crash after the
 // rename) is verified and adopted; an indexed object that is gone is
-// forgotten.
+// forgotten. Re-hashing happens outside the store's lock, so mounts never
+// wait for it.
 func (c *Cache) checkObjects(ctx context.Context, stats *ScanStats) error {
 	unlock, err := c.lock()
 	if err != nil {
 		return err
 	}
-	defer unlock()
 	ix, err := c.loadIndex()
+	unlock()
 	if err != nil {
 		return err
 	}
 	onDisk := map[string]bool{}
+	var doubt []string
 	root := c.objectsRoot()
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
@@ -417,35 +419,63 @@ func (c *Cache) checkObjects(ctx context.Context, stats *ScanStats) error {
 			return nil
 		}
 		onDisk[digest] = true
-		o := ix.Objects[digest]
-		if o != nil && c.objectOK(ix, digest, o.Size) {
-			return nil
+		if o := ix.Objects[digest]; o == nil || !c.objectOK(ix, digest, o.Size) {
+			doubt = append(doubt, digest)
 		}
-		ok, st := verifyObject(ctx, p, digest, c.buffer())
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !ok {
-			stats.Corrupt++
-			c.log.Warn("damaged cache object removed", "digest", digest)
-			os.Remove(p)
-			delete(ix.Objects, digest)
-			delete(onDisk, digest)
-			return nil
-		}
-		if o == nil {
-			o = &object{LastUsed: c.now().Unix()}
-			ix.Objects[digest] = o
-		}
-		o.Size, o.MtimeNs = uint64(st.Size), st.Mtim.Nano()
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	verified := map[string]*unix.Stat_t{}
+	for _, d := range doubt {
+		ok, st := verifyObject(ctx, c.objectPath(d), d, c.buffer())
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ok {
+			verified[d] = st
+		}
+	}
+
+	unlock, err = c.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if ix, err = c.loadIndex(); err != nil {
+		return err
+	}
+	for _, d := range doubt {
+		st := verified[d]
+		var now unix.Stat_t
+		if st != nil && (unix.Lstat(c.objectPath(d), &now) != nil || now.Mtim != st.Mtim || now.Size != st.Size) {
+			continue // changed again while verified: judge it next scan
+		}
+		if st == nil {
+			if o := ix.Objects[d]; o != nil && c.objectOK(ix, d, o.Size) {
+				continue // recommitted meanwhile
+			}
+			stats.Corrupt++
+			c.log.Warn("damaged cache object removed", "digest", d)
+			os.Remove(c.objectPath(d))
+			delete(ix.Objects, d)
+			continue
+		}
+		o := ix.Objects[d]
+		if o == nil {
+			o = &object{LastUsed: c.now().Unix()}
+			ix.Objects[d] = o
+		}
+		o.Size, o.MtimeNs = uint64(st.Size), st.Mtim.Nano()
+	}
 	for d := range ix.Objects {
 		if !onDisk[d] {
-			delete(ix.Objects, d)
+			// Gone from disk; a commit that happened after our walk has
+			// its object present now.
+			if _, err := os.Lstat(c.objectPath(d)); errors.Is(err, fs.ErrNotExist) {
+				delete(ix.Objects, d)
+			}
 		}
 	}
 	return c.saveIndex(ix)
