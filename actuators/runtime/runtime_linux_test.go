@@ -554,3 +554,44 @@ func TestRecordsAndIDs(t *testing.T) {
 		t.Error("stop signals")
 	}
 }
+
+func TestStartFailureReportsAndCleansUp(t *testing.T) {
+	e := newEnv(t)
+	c := e.container(false)
+	c.Init = []string{"/no/such/init"}
+	err := e.r.Start(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "/no/such/init") {
+		t.Fatalf("start with a missing init: %v", err)
+	}
+	if st, _ := e.r.Status(context.Background(), c); st.Running {
+		t.Fatalf("running after a failed start: %+v", st)
+	}
+	if procs, _ := e.cg.Procs(context.Background(), c.ID); len(procs) != 0 {
+		t.Errorf("processes left in the cgroup: %v", procs)
+	}
+}
+
+func TestConsoleLogIsCapped(t *testing.T) {
+	e := newEnv(t)
+	c := e.container(false)
+	// 3 MiB of console output, then idle.
+	c.Init = []string{"/bin/sh", "-c", "yes 0123456789abcdef | head -c 3145728; echo; echo last-line; exec sleep 1000"}
+	c.StopTimeout = time.Second
+	e.start(c)
+	log := ConsoleLogPath(c)
+	if !waitFor(30*time.Second, func() bool {
+		b, _ := os.ReadFile(log)
+		return strings.Contains(string(b), "last-line")
+	}) {
+		t.Fatal("console log never got the last line")
+	}
+	for _, p := range []string{log, log + ".1"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > consoleLogMax {
+			t.Errorf("%s is %d bytes, cap %d", p, fi.Size(), consoleLogMax)
+		}
+	}
+}
