@@ -251,7 +251,9 @@ func writeContainer(b *hclWriter, c *Container, p Paths, g *Global) {
 			for _, ip := range ifc.IPs {
 				ips = append(ips, ip.String())
 			}
-			b.set("ip", strList(ips))
+			if len(ips) > 0 {
+				b.set("ip", strList(ips))
+			}
 			if ifc.Gateway.IsValid() {
 				b.set("gateway", quoteHCL(ifc.Gateway.String()))
 			}

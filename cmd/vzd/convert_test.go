@@ -23,8 +23,9 @@ func TestConvert(t *testing.T) {
 		t.Errorf("unknown key not reported: %q", errb.String())
 	}
 	hcl := out.String()
+	flat := strings.Join(strings.Fields(hcl), " ") // ignore alignment
 	for _, want := range []string{`container "101" {`, `name = "web"`, `ram = "1G"`, `units = 500`, `nameservers = "inherit"`, `interface "venet0"`, `bridge = "br0"`, `templates = ["nginx", "php"]`} {
-		if !strings.Contains(hcl, want) {
+		if !strings.Contains(flat, want) {
 			t.Errorf("output lacks %q:\n%s", want, hcl)
 		}
 	}
