@@ -302,15 +302,15 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 			if format == FormatHCL && data != nil {
 				// Only to learn which containers the refused file
 				// declares, so they keep their last good spec.
-				if _, ids, _ := ParseHCL(fpath, data, nil, p); len(ids) > 0 {
-					f.IDs = ids
+				if _, ids, _ := ParseHCL(fpath, data, nil, p); len(safeIDs(ids)) > 0 {
+					f.IDs = safeIDs(ids)
 				}
 			}
 			continue
 		}
 		cs, ids, diags := parseFile(fpath, data, p, gr.g, ParseOptions{Format: format})
-		if format == FormatHCL && len(ids) > 0 {
-			f.IDs = ids
+		if format == FormatHCL && len(safeIDs(ids)) > 0 {
+			f.IDs = safeIDs(ids)
 		}
 		set.Diags = append(set.Diags, diags...)
 		if diags.HasErrors() {
@@ -377,6 +377,18 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 	}
 	set.Diags = sortDiags(set.Diags)
 	return set, nil
+}
+
+// safeIDs drops IDs that are not valid path components: File.IDs may be
+// used to look up records on disk.
+func safeIDs(ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		if checkName(id) == "" {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // claimsOf lists what a container claims for itself on the node, each

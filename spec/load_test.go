@@ -297,3 +297,13 @@ func TestDedupConfigChecked(t *testing.T) {
 		t.Errorf("%v", diags)
 	}
 }
+
+func TestLoadFSUnsafeLabelsNotInIDs(t *testing.T) {
+	set, err := LoadFS(fstest.MapFS{"x.hcl": file("container \"../../etc\" {\n}\ncontainer \"ok\" {\n}\n")}, Paths{ConfigDir: "/c"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := set.Files["/c/x.hcl"]; !f.Failed || strings.Join(f.IDs, ",") != "ok" {
+		t.Errorf("%+v", f)
+	}
+}
