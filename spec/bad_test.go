@@ -140,3 +140,10 @@ func TestSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestLegacyEmptyValuesAreUnset(t *testing.T) {
+	c := parseOne(t, "101.conf", "CPUUNITS=\"\"\nPHYSPAGES=\"\"\nDISKSPACE=\"\"\nIP_ADDRESS=\"\"\nONBOOT=\"\"\nLOCAL_UID=\"\"\n", nil)
+	if c.CPU.Units != DefaultCPUUnits || c.Memory.RAM != 0 || c.Disk.Size != 0 || len(c.Network.Interfaces) != 0 {
+		t.Errorf("%+v", c)
+	}
+}

@@ -197,6 +197,9 @@ func mapLegacy(c *Container, kvs map[string]legacyKV, file string, defaults bool
 			}
 			continue
 		}
+		if strings.TrimSpace(kv.Value) == "" && legacyNumeric[k] {
+			continue // vzctl writes KEY="" for "not set"
+		}
 		if field != "network" {
 			c.Positions[field] = kv.Pos
 		}
@@ -212,6 +215,12 @@ func mapLegacy(c *Container, kvs map[string]legacyKV, file string, defaults bool
 	}
 	return c, diags
 }
+
+// legacyNumeric are the keys whose empty value means "not set".
+var legacyNumeric = map[string]bool{"CPUS": true, "CPULIMIT": true, "CPUUNITS": true, "PHYSPAGES": true,
+	"SWAPPAGES": true, "NUMPROC": true, "DISKSPACE": true, "DISKINODES": true, "IOLIMIT": true,
+	"IOPSLIMIT": true, "LOCAL_UID": true, "LOCAL_GID": true, "STOP_TIMEOUT": true, "ONBOOT": true,
+	"DISABLED": true, "PFCACHE": true}
 
 // legacyLimit returns the limit of a "barrier:limit" pair, or the value.
 func legacyLimit(v string) string {
