@@ -319,6 +319,9 @@ func (s *session) install(ctx context.Context, app templates.App) (retErr error)
 	if len(broken) > 0 {
 		return fmt.Errorf("install %s in %s: dpkg has packages in a broken state: %v", app.Name, s.c.ID, broken)
 	}
+	if s.c.OSTemplate == "" && slices.ContainsFunc(app.Packages, func(p string) bool { return !templates.IsLocalDeb(p) }) {
+		return fmt.Errorf("install %s in %s: the container names no OS template, so its packages cannot be resolved", app.Name, s.c.ID)
+	}
 	debs, err := s.a.cache.FetchApp(ctx, app, s.c.OSTemplate, status)
 	if err != nil {
 		return fmt.Errorf("install %s in %s: %w", app.Name, s.c.ID, err)
@@ -495,7 +498,7 @@ func (s *session) remove(ctx context.Context, i int) error {
 	pkgs := minus(append(append([]string(nil), ap.Packages...), s.rec.Kept...), wanted)
 	// A package another template wants passes to that template, so it goes
 	// when the last template wanting it goes.
-	for _, p := range ap.Packages {
+	for _, p := range append(append([]string(nil), ap.Packages...), s.rec.Kept...) {
 		if !slices.Contains(wanted, p) {
 			continue
 		}
