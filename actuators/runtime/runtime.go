@@ -192,6 +192,10 @@ func (r *Runtime) Start(ctx context.Context, c *spec.Container) (retErr error) {
 	if r.status(ctx, c, rec).Running {
 		return nil
 	}
+	if alive(rec.Pid, rec.StartTime) {
+		// Its init runs but not in its cgroup: never start a second one.
+		return fmt.Errorf("start %s: init %d runs outside the container's cgroup", c.ID, rec.Pid)
+	}
 	rec, err = r.allocate(c)
 	if err != nil {
 		return err
@@ -304,7 +308,8 @@ func (r *Runtime) Stop(ctx context.Context, c *spec.Container) error {
 	if timeout <= 0 {
 		timeout = spec.DefaultStopTimeout
 	}
-	if r.status(ctx, c, rec).Running {
+	// By /proc alone: an init that left its cgroup is stopped too.
+	if alive(rec.Pid, rec.StartTime) {
 		pidfd, err := openPidfd(rec.Pid, rec.StartTime)
 		if err == nil {
 			sig := syscall.Signal(rec.StopSignal)
