@@ -551,6 +551,19 @@ func TestWriteFilesPlantedLinks(t *testing.T) {
 			t.Errorf("%s rewritten without a change", f)
 		}
 	}
+	// A nameserver and the hostname changed on a running container.
+	c.Network.Nameservers = []netip.Addr{netip.MustParseAddr("2001:db8::53")}
+	c.Hostname = "ct2"
+	must(t, a.WriteFiles(context.Background(), c))
+	for f, w := range map[string]string{"resolv.conf": "nameserver 2001:db8::53\n", "hostname": "ct2\n", "hosts": "10.76.0.2\tct2 # vzd\n"} {
+		b, _ := os.ReadFile(filepath.Join(root, "etc", f))
+		if !bytes.Contains(b, []byte(w)) {
+			t.Errorf("%s after change: %q", f, b)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/hosts")); bytes.Contains(b, []byte("ct1")) {
+		t.Errorf("old hostname left in hosts: %q", b)
+	}
 }
 
 func ino(t *testing.T, p string) uint64 {
