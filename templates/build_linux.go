@@ -330,7 +330,9 @@ func (c *Cache) buildDebootstrap(ctx context.Context, o OS, root string) error {
 	args = append(args, o.Suite, root, m.URI)
 	cmd := exec.CommandContext(ctx, "debootstrap", args...)
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setpgid: true}
+	// Pdeathsig: an agent killed mid-build must not leave debootstrap
+	// writing into a staging tree the next build removes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -372,6 +374,8 @@ exec chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Unshareflags: syscall.CLONE_NEWNS,
 		Cloneflags:   syscall.CLONE_NEWPID | syscall.CLONE_NEWNET,
+		// Its pid namespace dies with it, and it dies with us.
+		Pdeathsig: syscall.SIGKILL,
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	if err := cmd.Run(); err != nil {
