@@ -9,12 +9,13 @@
 //
 //	container                         host namespace (Config.HostNS)
 //	eth0 10.0.0.2/24 noprefixroute ── vzXXXXXXXX.0 169.254.0.1/32, fe80::1/64
-//	default via 169.254.0.1 onlink     10.0.0.2/32 dev vzXXXXXXXX.0 proto vzd
+//	default via 169.254.0.1 onlink     10.0.0.2/32 dev vzXXXXXXXX.0 proto 118
 //	default via fe80::1                proxy_arp=1 on the host end
 //	                                   proxy ARP/NDP entry for 10.0.0.2 on Config.Uplink
 //
 // Every host end carries the same link-local gateway (169.254.0.1 and
-// fe80::1, as the CNI ptp plugin and Calico do), so a container's default
+// fe80::1, as the CNI ptp plugin does; Calico uses a fixed 169.254.1.1 the
+// same way), so a container's default
 // route never depends on the node's addressing, and the container's
 // addresses have no prefix route inside it: all its traffic goes to the
 // host, which routes it (forwarding is enabled in the host namespace).
