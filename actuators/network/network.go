@@ -15,10 +15,10 @@
 //
 // Every host end carries the same link-local gateway (169.254.0.1 and
 // fe80::1, as the CNI ptp plugin does; Calico uses a fixed 169.254.1.1 the
-// same way), so a container's default
-// route never depends on the node's addressing, and the container's
-// addresses have no prefix route inside it: all its traffic goes to the
-// host, which routes it (forwarding is enabled in the host namespace).
+// same way), so a container's default route never depends on the node's
+// addressing, and the container's addresses have no prefix route inside
+// it: all its traffic goes to the host, which routes it (forwarding is
+// enabled in the host namespace).
 //
 // Bridged interfaces: the host end is enslaved to the named bridge, the
 // container gets its addresses with their prefixes and its default route
