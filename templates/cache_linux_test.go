@@ -281,3 +281,49 @@ func TestChrootRunIsolated(t *testing.T) {
 		t.Error("chroot mounts leaked into the host namespace")
 	}
 }
+
+// TestLeftoversOfKilledBuildIgnoredAndRemoved: an agent killed mid-build
+// leaves a mounted staging tree, a .img.tmp, or even a renamed .img
+// without its .json marker. None of it counts as built; the next build
+// removes it all.
+func TestLeftoversOfKilledBuildIgnoredAndRemoved(t *testing.T) {
+	requireBuild(t)
+	c := NewCache(spec.Paths{Prefix: t.TempDir()}, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	o, _ := c.Lookup("busybox")
+	base := c.base(o)
+	staging := filepath.Join(c.Dir(), ".build-busybox-"+o.DefHash())
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "tmpfs", staging).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", staging).Run() })
+	os.WriteFile(filepath.Join(staging, "junk"), []byte("x"), 0o644)
+	os.WriteFile(base+".img.tmp", []byte("half"), 0o644)
+	os.WriteFile(base+".img", []byte("not marked"), 0o644)
+	os.WriteFile(filepath.Join(c.Dir(), "busybox-0123456789ab.img"), []byte("old definition"), 0o644)
+
+	if in, _ := c.Info("busybox"); in.Built {
+		t.Fatal("an image without its marker counts as built")
+	}
+	path, err := c.Image(t.Context(), "busybox", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := debugfs(t, path, "stat /root/bin/busybox"); !strings.Contains(out, "Type: regular") {
+		t.Errorf("the unmarked image was kept instead of rebuilt:\n%s", out)
+	}
+	ents, _ := os.ReadDir(c.Dir())
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := []string{".busybox.lock", filepath.Base(base) + ".img", filepath.Base(base) + ".json", filepath.Base(base) + ".tar.gz"}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("cache dir = %v, want %v", names, want)
+	}
+	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), staging) {
+		t.Error("staging tmpfs still mounted")
+	}
+}
