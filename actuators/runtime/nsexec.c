@@ -270,6 +270,22 @@ static void record_exit(const char *path, int status) {
 	unlink(tmp);
 }
 
+// move_cgroups writes our pid into each cgroup.procs path of the
+// newline-separated list, ignoring failures.
+static void move_cgroups(const char *list) {
+	char pid[32];
+	int n = snprintf(pid, sizeof pid, "%d", getpid());
+	char *copy = strdup(list), *save = NULL;
+	for (char *p = strtok_r(copy, "\n", &save); p; p = strtok_r(NULL, "\n", &save)) {
+		int fd = open(p, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			writeall(fd, pid, (size_t)n);
+			close(fd);
+		}
+	}
+	free(copy);
+}
+
 static void reap(void) {
 	pid_t init = (pid_t)envnum("_VZD_REAP_PID", 0);
 	int master = (int)envnum("_VZD_REAP_FD", -1);
@@ -292,10 +308,18 @@ static void reap(void) {
 		fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
 	}
 	log_open(logpath);
+	const char *cgroups = getenv("_VZD_REAP_CGROUPS");
+	int moved = !cgroups || !*cgroups;
 	char buf[16384];
 	for (;;) {
 		int status;
 		pid_t w = waitpid(-1, &status, WNOHANG);
+		if (w == 0 && !moved) {
+			// Init runs: leave the agent's cgroup (see supervisor.go).
+			move_cgroups(cgroups);
+			moved = 1;
+			continue;
+		}
 		if (w == init) {
 			// Keep what init printed last.
 			ssize_t n;

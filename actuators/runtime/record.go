@@ -96,6 +96,33 @@ func writeRecord(private string, r record) error {
 	return nil
 }
 
+// writeRecordFast replaces the record atomically but without fsync: what
+// the supervisor adds (pids, start times) is worthless after a host crash,
+// which kills the container anyway, and the id range was made durable by
+// writeRecord before start.
+func writeRecordFast(private string, r record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Join(private, stateDir), "."+recordFile+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), recordPath(private))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", recordPath(private), err)
+	}
+	return nil
+}
+
 func readExit(private string) (exitRecord, bool) {
 	var e exitRecord
 	b, err := os.ReadFile(exitPath(private))

@@ -145,10 +145,11 @@ func (r *Runtime) allocate(c *spec.Container) (record, error) {
 	if err != nil {
 		return rec, err
 	}
+	old := rec
 	rec.Privileged = c.Privileged
 	if c.Privileged {
 		rec.UIDBase, rec.GIDBase = 0, 0
-		return rec, writeRecord(c.Private, rec)
+		return rec, writeRecordIfChanged(c.Private, old, rec)
 	}
 	switch {
 	case c.UIDBase != 0:
@@ -178,7 +179,17 @@ func (r *Runtime) allocate(c *spec.Container) (record, error) {
 	if rec.UIDBase == 0 || rec.GIDBase == 0 {
 		return rec, fmt.Errorf("container %s: id base 0 maps container root onto host root; use privileged", c.ID)
 	}
-	return rec, writeRecord(c.Private, rec)
+	return rec, writeRecordIfChanged(c.Private, old, rec)
+}
+
+// writeRecordIfChanged makes the id range durable when it changed.
+func writeRecordIfChanged(private string, old, rec record) error {
+	if old == rec {
+		if _, err := os.Stat(recordPath(private)); err == nil {
+			return nil
+		}
+	}
+	return writeRecord(private, rec)
 }
 
 // Start boots the container's init under a detached supervisor and

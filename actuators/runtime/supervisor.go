@@ -129,7 +129,6 @@ func supervise() {
 	if err := json.Unmarshal(b, &l); err != nil {
 		fail(fmt.Errorf("parse launch config: %w", err))
 	}
-	moveToSupervisorCgroups()
 	master, slave, err := openPty()
 	if err != nil {
 		fail(err)
@@ -151,7 +150,7 @@ func supervise() {
 	rec.StartedAt = time.Now().UTC()
 	rec.SupervisorPid = os.Getpid()
 	rec.SupervisorStart, _, _ = procStartTime(os.Getpid())
-	if err := writeRecord(l.Private, rec); err != nil {
+	if err := writeRecordFast(l.Private, rec); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		fail(err)
 	}
@@ -176,6 +175,11 @@ func supervise() {
 		"_VZD_REAP_MAX=" + strconv.Itoa(consoleLogMax),
 		"_VZD_REAP_LOG=" + filepath.Join(l.Private, stateDir, consoleFile),
 		"_VZD_REAP_EXIT=" + exitPath(l.Private),
+		// The reaper leaves the agent's cgroup once it knows init still
+		// runs: off the start path (a v1 move waits for an RCU grace
+		// period, about 15 ms here), and pointless for an init that
+		// already exited.
+		"_VZD_REAP_CGROUPS=" + strings.Join(supervisorCgroups(), "\n"),
 	}
 	err = unix.Exec("/proc/self/exe", []string{"vzd-supervisor", l.ID}, env)
 	// Without a reaper nobody records the exit; init still runs.
@@ -183,11 +187,12 @@ func supervise() {
 	os.Exit(1)
 }
 
-// moveToSupervisorCgroups moves this process into vzd-supervisors at the
-// root of every cgroup hierarchy mounted under /sys/fs/cgroup. Failures
-// are not fatal: the supervisor then stays where the agent was.
-func moveToSupervisorCgroups() {
-	pid := []byte(strconv.Itoa(os.Getpid()))
+// supervisorCgroups makes vzd-supervisors at the root of every cgroup
+// hierarchy mounted under /sys/fs/cgroup and returns their cgroup.procs
+// files. Failures are not fatal: the supervisor then stays where the
+// agent was in that hierarchy.
+func supervisorCgroups() []string {
+	var procs []string
 	roots := []string{"/sys/fs/cgroup"}
 	if ents, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
 		for _, e := range ents {
@@ -207,8 +212,9 @@ func moveToSupervisorCgroups() {
 				}
 			}
 		}
-		os.WriteFile(filepath.Join(dir, "cgroup.procs"), pid, 0o644)
+		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
 	}
+	return procs
 }
 
 // openPty opens a host pty pair for the container's console.
