@@ -134,7 +134,7 @@ func TestSizes(t *testing.T) {
 			t.Errorf("formatSize(%d) = %q does not round trip", got, formatSize(got))
 		}
 	}
-	for _, bad := range []string{"", "M", "1X", "-1G", "1.2.3G", "99999999999999999999", "20000P", "NaN", "1e3G"} {
+	for _, bad := range []string{"", "M", "0i", "1iB", "1bB", "1KK", "1 G B", "1X", "-1G", "1.2.3G", "99999999999999999999", "20000P", "NaN", "1e3G"} {
 		if _, err := parseSize(bad, 1); err == nil {
 			t.Errorf("parseSize(%q) succeeded", bad)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 )
 
 // The legacy ve.conf/vz.conf syntax is a subset of shell assignments, as
@@ -173,6 +175,12 @@ func parseLegacyKeys(file string, data []byte) (map[string]legacyKV, Diagnostics
 		if errors.As(err, &pe) {
 			diags.Errorf(Pos{File: pe.File, Line: pe.Line, Column: pe.Column}, "%v", pe.Err)
 			continue
+		}
+		if !utf8.ValidString(kv.Value) {
+			// HCL, JSON and most tools need UTF-8; old files may hold
+			// Latin-1 descriptions.
+			diags.Warnf(kv.Pos, "%s: value is not valid UTF-8; invalid bytes replaced with U+FFFD", kv.Key)
+			kv.Value = strings.ToValidUTF8(kv.Value, "\uFFFD")
 		}
 		kvs[kv.Key] = kv
 	}

@@ -39,12 +39,20 @@ func parseSize(s string, plainUnit uint64) (uint64, error) {
 	mult := plainUnit
 	if unit != "" {
 		u := strings.ToUpper(unit)
-		u = strings.TrimSuffix(strings.TrimSuffix(u, "B"), "I")
-		if u == "" && strings.EqualFold(unit, "b") {
+		if u == "B" {
 			mult = 1
 		} else {
-			shift, ok := unitShift[u[0]]
-			if !ok || len(u) != 1 {
+			// "G", "GB" and "GiB" are all 2^30.
+			u = strings.TrimSuffix(u, "B")
+			if len(u) == 2 && u[1] == 'I' {
+				u = u[:1]
+			}
+			var shift uint
+			ok := len(u) == 1
+			if ok {
+				shift, ok = unitShift[u[0]]
+			}
+			if !ok {
 				return 0, fmt.Errorf("size %q: unknown unit %q (use K, M, G, T or P)", s, unit)
 			}
 			mult = 1 << shift

@@ -186,13 +186,15 @@ func checkHostname(c *Container, _ Paths, ds *Diagnostics) {
 	}
 }
 
-// validIfname mirrors the kernel's dev_valid_name (net/core/dev.c).
+// validIfname follows the kernel's dev_valid_name (net/core/dev.c).
 func validIfname(s string) bool {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return false
 	}
-	for _, r := range s {
-		if r == '/' || r == ':' || r <= ' ' || r == 0x7f {
+	for i := 0; i < len(s); i++ {
+		// The kernel takes any byte but these; vzd keeps to printable
+		// ASCII so names survive every tool and file format.
+		if c := s[i]; c == '/' || c == ':' || c <= ' ' || c >= 0x7f {
 			return false
 		}
 	}
