@@ -30,7 +30,7 @@ func busybox(id, extra string) string {
 `, id, extra)
 }
 
-func net(ip string) string {
+func netIP(ip string) string {
 	return fmt.Sprintf("  network {\n    interface \"eth0\" {\n      ip = [%q]\n    }\n  }\n", ip)
 }
 
@@ -56,7 +56,7 @@ func TestFileToRunningAndLiveEdits(t *testing.T) {
 	n := newNode(t)
 	n.start()
 	id := testutil.UniqueName("ct")
-	n.write(id+".hcl", busybox(id, net("10.66.0.2/32")))
+	n.write(id+".hcl", busybox(id, netIP("10.66.0.2/32")))
 	c := n.waitRunning(id)
 	start := pidStart(c.Pid)
 
@@ -68,8 +68,8 @@ func TestFileToRunningAndLiveEdits(t *testing.T) {
 	}
 
 	// Live edits: RAM, CPU limit, address. Same init, same start time.
-	n.write(id+".hcl", busybox(id, "cpu {\n    limit = \"50%\"\n  }\n"+net("10.66.0.3/32")))
-	n.write(id+".hcl", strings.Replace(busybox(id, "cpu {\n    limit = \"50%\"\n  }\n"+net("10.66.0.3/32")), `ram = "128M"`, `ram = "192M"`, 1))
+	n.write(id+".hcl", busybox(id, "cpu {\n    limit = \"50%\"\n  }\n"+netIP("10.66.0.3/32")))
+	n.write(id+".hcl", strings.Replace(busybox(id, "cpu {\n    limit = \"50%\"\n  }\n"+netIP("10.66.0.3/32")), `ram = "128M"`, `ram = "192M"`, 1))
 	n.waitFor("RAM applied live", 30*time.Second, func() bool {
 		return cgroupFile("memory", id, "memory.limit_in_bytes") == strconv.Itoa(192<<20)
 	})
@@ -149,7 +149,7 @@ func TestDeleteKeepsDataDestroyRemovesAll(t *testing.T) {
 	n := newNode(t)
 	n.start()
 	id := testutil.UniqueName("ct")
-	n.write(id+".hcl", busybox(id, net("10.66.1.2/32")))
+	n.write(id+".hcl", busybox(id, netIP("10.66.1.2/32")))
 	n.waitRunning(id)
 	if out, err := n.vzd("exec", id, "--", "sh", "-c", "echo kept > /marker"); err != nil {
 		t.Fatalf("exec: %v %s", err, out)
@@ -166,7 +166,7 @@ func TestDeleteKeepsDataDestroyRemovesAll(t *testing.T) {
 		t.Fatalf("image gone after the file was deleted: %v", err)
 	}
 	// Back again: adopted, the marker is still there.
-	n.write(id+".hcl", busybox(id, net("10.66.1.2/32")))
+	n.write(id+".hcl", busybox(id, netIP("10.66.1.2/32")))
 	n.waitRunning(id)
 	if out, err := n.vzd("exec", id, "--", "cat", "/marker"); err != nil || !strings.Contains(out, "kept") {
 		t.Fatalf("marker lost: %v %q", err, out)
@@ -183,7 +183,7 @@ func TestDeleteKeepsDataDestroyRemovesAll(t *testing.T) {
 func TestAgentKilledAndRestartedTouchesNoContainer(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	const count = 12
+	const count = 50
 	ids := make([]string, count)
 	for i := range ids {
 		ids[i] = testutil.UniqueName("ct")

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,7 +94,9 @@ func (n *node) start() {
 	// namespace, where /sys/fs/cgroup is (ip netns exec would remount /sys).
 	args := append([]string{"agent", "--resync", "2s"}, n.flags()...)
 	cmd := exec.Command(vzdBin, args...)
-	n.out = &syncBuffer{}
+	if n.out == nil {
+		n.out = &syncBuffer{} // one log across agent restarts
+	}
 	cmd.Stdout, cmd.Stderr = n.out, n.out
 	// The agent's own process group, so a SIGKILL hits it and not the
 	// container supervisors it started (they have their own sessions).
@@ -104,8 +107,13 @@ func (n *node) start() {
 	n.agent = cmd
 	n.done = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(n.done) }()
+	// A killed agent leaves its socket file behind: wait until the new
+	// agent answers on it.
 	n.waitFor("agent socket", 30*time.Second, func() bool {
-		_, err := os.Stat(filepath.Join(n.root, "run/vzd/vzd.sock"))
+		c, err := net.Dial("unix", filepath.Join(n.root, "run/vzd/vzd.sock"))
+		if err == nil {
+			c.Close()
+		}
 		return err == nil
 	})
 }
@@ -216,7 +224,7 @@ func (n *node) cleanup() {
 	for _, e := range entries {
 		_ = os.Remove(filepath.Join(n.conf, e.Name()))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	args := append([]string{"destroy", "--yes", "--all"}, n.flags()...)
 	if out, err := exec.CommandContext(ctx, vzdBin, args...).CombinedOutput(); err != nil {

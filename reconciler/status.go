@@ -251,3 +251,15 @@ func Plans(ctx context.Context, cfg Config) ([]Plan, error) {
 	}
 	return out, nil
 }
+
+// Containers returns the valid desired containers of the latest snapshot
+// (for the file cache's scans).
+func (r *Reconciler) Containers() map[string]*spec.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]*spec.Container, len(r.desired))
+	for id, c := range r.desired {
+		out[id] = c
+	}
+	return out
+}

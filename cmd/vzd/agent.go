@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/renameio/v2"
 
+	"vzd/dedup"
 	"vzd/reconciler"
 	"vzd/systemd"
 )
@@ -82,6 +83,16 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 		},
 	})
 
+	if node.Dedup != nil {
+		stop, err := node.Dedup.Schedule(ctx, func(context.Context) (map[string]string, error) {
+			return dedup.Trees(r.Containers()), nil
+		})
+		if err != nil {
+			g.log.Warn("file cache scans not scheduled", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	go func() {
 		if err := serveControl(ctx, g, r); err != nil {
 			g.log.Error("control socket failed", "err", err)

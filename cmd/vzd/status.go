@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -188,14 +189,37 @@ func runDestroy(ctx context.Context, g *globals, ids []string, all bool) error {
 			}
 		}
 	}
-	var errs []error
+	return destroyEach(g, ids, func(id string) error {
+		return callAgent(ctx, g, "POST", "/destroy", url.Values{"id": {id}}, 10*time.Minute, nil)
+	})
+}
+
+// destroyEach destroys ids a few at a time (each stop may wait for a
+// container's own shutdown) and reports every failure.
+func destroyEach(g *globals, ids []string, destroy func(string) error) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 8)
+	)
 	for _, id := range ids {
-		if err := callAgent(ctx, g, "POST", "/destroy", url.Values{"id": {id}}, 10*time.Minute, nil); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
-			continue
-		}
-		fmt.Fprintf(g.stdout, "%s destroyed\n", id)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := destroy(id)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", id, err))
+				return
+			}
+			fmt.Fprintf(g.stdout, "%s destroyed\n", id)
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -217,13 +241,5 @@ func destroyOffline(ctx context.Context, g *globals, ids []string, all bool) err
 			ids = append(ids, id)
 		}
 	}
-	var errs []error
-	for _, id := range ids {
-		if err := r.Destroy(ctx, id); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
-			continue
-		}
-		fmt.Fprintf(g.stdout, "%s destroyed\n", id)
-	}
-	return errors.Join(errs...)
+	return destroyEach(g, ids, func(id string) error { return r.Destroy(ctx, id) })
 }

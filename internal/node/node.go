@@ -62,7 +62,10 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Global != nil {
 		dcfg = cfg.Global.Dedup
 	}
-	var rootMounter image.RootMounter
+	// Without the cache, roots still mount through dedup's plain mounter:
+	// a container that once ran on an overlay has its writes in delta/,
+	// so its tree is overlay(delta over root), never root/ alone.
+	rootMounter := dedup.PlainMounter(cfg.Log)
 	if dcfg.Enabled {
 		if n.Dedup, err = dedup.New(dedup.Config{Paths: cfg.Paths, Dedup: dcfg, Log: cfg.Log}); err != nil {
 			// The cache is an optimisation: never fail the node for it.
