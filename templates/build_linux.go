@@ -361,14 +361,26 @@ func debArch(a string) string {
 }
 
 // ChrootRun runs argv inside root as in a stopped container: chroot, in
-// new mount, pid and network namespaces with a fresh /proc and the host's
-// /dev bound. The pid namespace means nothing it starts outlives it; the
-// empty network namespace means nothing it starts listens on the host.
+// new mount, pid and network namespaces with a fresh /proc and a small
+// /dev of its own (null, zero, full, random, urandom, tty; never the
+// host's disks). The pid namespace means nothing it starts outlives it;
+// the empty network namespace means nothing it starts listens on the host.
+// It runs as the host's root: use it on trees the node trusts (templates
+// being built, stopped containers); a running container's own exec runs
+// in its user namespace instead.
 func ChrootRun(ctx context.Context, root string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	const setup = `set -e
 r=$1; shift
 mount -t proc proc "$r/proc"
-mount --rbind /dev "$r/dev"
+# A /dev of its own with the harmless nodes, not the host's (no disks).
+mount -t tmpfs -o mode=755,nosuid,size=64k tmpfs "$r/dev"
+mk() { mknod -m 666 "$r/dev/$1" c "$2" "$3"; }
+mk null 1 3; mk zero 1 5; mk full 1 7; mk random 1 8; mk urandom 1 9; mk tty 5 0
+ln -s /proc/self/fd "$r/dev/fd"
+ln -s /proc/self/fd/0 "$r/dev/stdin"
+ln -s /proc/self/fd/1 "$r/dev/stdout"
+ln -s /proc/self/fd/2 "$r/dev/stderr"
+mkdir "$r/dev/pts" "$r/dev/shm"
 exec chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C DEBIAN_FRONTEND=noninteractive "$@"`
 	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", setup, "sh", root}, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
