@@ -210,7 +210,11 @@ func waitFor(d time.Duration, cond func() bool) bool {
 func TestBusyboxBootUnprivileged(t *testing.T) {
 	e := newEnv(t)
 	c := e.container(false)
+	c.Sysctl = map[string]string{"net.ipv4.ip_forward": "1", "kernel.msgmax": "12345"}
 	st := e.start(c)
+	if got := e.mustSh(c, "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax"); got != "1\n12345" {
+		t.Errorf("namespaced sysctls from the spec: %q", got)
+	}
 	if st.UIDBase < firstBase || st.GIDBase < firstBase {
 		t.Fatalf("id base %d/%d, want an allocated range", st.UIDBase, st.GIDBase)
 	}

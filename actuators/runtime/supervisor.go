@@ -58,9 +58,14 @@ func launchFor(c *spec.Container, rec record, dirs map[string]string) launch {
 		argv = []string{spec.DefaultInit}
 	}
 	kind := initKind(c.Root, argv[0])
+	// Never the host's name, which a new UTS namespace would copy.
+	hostname := c.Hostname
+	if hostname == "" {
+		hostname = c.ID
+	}
 	rec.StopSignal = int(stopSignal(kind))
 	return launch{
-		ID: c.ID, Root: c.Root, Private: c.Private, Hostname: c.Hostname,
+		ID: c.ID, Root: c.Root, Private: c.Private, Hostname: hostname,
 		Init: argv, Sysctl: c.Sysctl, Privileged: c.Privileged, Systemd: kind == "systemd",
 		UIDBase: rec.UIDBase, GIDBase: rec.GIDBase, CgroupDirs: sortedDirs(dirs), Record: rec,
 	}
