@@ -209,7 +209,7 @@ HOSTFS=$(findmnt -n -o FSTYPE --target "$W")
 	echo "Notes:"
 	echo
 	echo "- vzd's create + mount runs one external program (mkfs.ext4); attaching (LOOP_CTL_GET_FREE + LOOP_CONFIGURE) and both mounts are system calls, and it also fsyncs the image and writes its record. The shell tools start six programs."
-	echo "- \\`mkfs.ext4 -d\\` with a seed directory holding an empty \\`root/\\` puts \\`root/\\` in without attaching or mounting anything."
+	echo "- \`mkfs.ext4 -d\` with a seed directory holding an empty \`root/\` puts \`root/\` in without attaching or mounting anything."
 	echo "- Template copies: the scratch file system is ext4, which has no FICLONE, so CopySparse copies each data extent (SEEK_DATA/SEEK_HOLE) with copy_file_range. The 10 GiB template row includes a resize2fs from 1 to 10 GiB (no e2fsck: the template was checked once); the same-size row has none but only 4 rounds, so it is the noisier figure."
 	echo "- The fio figures use a loop device with direct IO (LO_FLAGS_DIRECT_IO): writes in the image go straight to the image file, not through a second page cache."
 	echo
