@@ -319,6 +319,25 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 		}
 		files = append(files, parsed{f, cs})
 	}
+	// A container declared in a file that failed and again in a good file
+	// is held too: which one is meant cannot be known until the broken
+	// file is fixed, and the broken one's last good spec may be running.
+	heldBy := map[string]string{}
+	for _, f := range set.Files {
+		if f.Failed {
+			for _, id := range f.IDs {
+				heldBy[id] = f.Path
+			}
+		}
+	}
+	for _, pf := range files {
+		for _, c := range pf.cs {
+			if other, ok := heldBy[c.ID]; ok {
+				set.Diags.Errorf(c.Source, "container %s is also declared in %s, which has errors; neither is applied", c.ID, other)
+				pf.file.Failed = true
+			}
+		}
+	}
 	// Cross-file checks: an ID, name, UUID, private area or address
 	// claimed twice fails every file claiming it; neither wins.
 	type claim struct {

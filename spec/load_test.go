@@ -307,3 +307,25 @@ func TestLoadFSUnsafeLabelsNotInIDs(t *testing.T) {
 		t.Errorf("%+v", f)
 	}
 }
+
+func TestLoadFSBrokenFileHoldsItsIDsElsewhere(t *testing.T) {
+	set, err := LoadFS(fstest.MapFS{
+		"a.hcl": file("container \"web\" {\n  state = \n}\n"),
+		"b.hcl": file("container \"web\" {\n}\ncontainer \"db\" {\n}\n"),
+	}, Paths{ConfigDir: "/c"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Containers) != 0 || !set.Files["/c/b.hcl"].Failed {
+		t.Errorf("containers %v, b.hcl %+v", set.Containers, set.Files["/c/b.hcl"])
+	}
+	found := false
+	for _, d := range set.Diags {
+		if d.Pos.File == "/c/b.hcl" && d.Pos.Line == 1 && strings.Contains(d.Message, "also declared in /c/a.hcl, which has errors") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("%v", set.Diags)
+	}
+}
