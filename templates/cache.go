@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,11 +98,19 @@ func (c *Cache) Names() []string { return sortedNames(c.oses) }
 // AppNames returns the known application template names, sorted.
 func (c *Cache) AppNames() []string { return sortedNames(c.apps) }
 
-// Lookup returns the OS template called name, with or without the legacy
-// leading dot.
+// Lookup returns the OS template called name (or one of its aliases),
+// with or without the legacy leading dot.
 func (c *Cache) Lookup(name string) (OS, bool) {
-	o, ok := c.oses[Normalize(name)]
-	return o, ok
+	n := Normalize(name)
+	if o, ok := c.oses[n]; ok {
+		return o, true
+	}
+	for _, o := range c.oses {
+		if slices.Contains(o.Aliases, n) {
+			return o, true
+		}
+	}
+	return OS{}, false
 }
 
 // AppLookup returns the application template called name.

@@ -34,6 +34,9 @@ type OS struct {
 	// PostInstall are shell scripts run with /bin/sh inside the new tree
 	// (chroot, private mount, pid and network namespaces), in order.
 	PostInstall []string `json:"post_install,omitempty"`
+	// Aliases are other names the template answers to (Virtuozzo spells
+	// Debian versions "debian-12.0-x86_64").
+	Aliases []string `json:"-"`
 	// EstimatedSize is the expected peak size of the build tree in bytes
 	// (downloads included); it only drives the progress bar of a first build.
 	EstimatedSize int64 `json:"-"`
@@ -95,7 +98,7 @@ func Builtin() (osTemplates []OS, apps []App) {
 		{
 			Name: "debian-12-x86_64", Distribution: "debian", Version: "12", Arch: "x86_64",
 			Init: "systemd", InitPath: "/sbin/init", Builder: BuilderDebootstrap,
-			Suite: "bookworm", Variant: "minbase",
+			Suite: "bookworm", Variant: "minbase", Aliases: []string{"debian-12.0-x86_64", "debian-12-amd64"},
 			Packages: []string{"systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping",
 				"procps", "less", "ca-certificates", "netbase", "ifupdown", "libpam-systemd"},
 			PostInstall:   debianPostInstall,

@@ -14,7 +14,7 @@ import (
 
 func TestLookupAcceptsLegacyDot(t *testing.T) {
 	c := NewCache(spec.Paths{Prefix: t.TempDir()}, nil)
-	for _, name := range []string{"debian-12-x86_64", ".debian-12-x86_64", " busybox", ".busybox"} {
+	for _, name := range []string{"debian-12-x86_64", ".debian-12-x86_64", " busybox", ".busybox", ".debian-12.0-x86_64"} {
 		if _, ok := c.Lookup(name); !ok {
 			t.Errorf("Lookup(%q) = false", name)
 		}
