@@ -141,6 +141,9 @@ func (c *Cache) info(o OS) (Info, bool) {
 	if err := json.Unmarshal(b, &in); err != nil || in.DefHash != o.DefHash() {
 		return c.unbuilt(o), false
 	}
+	// The paths are where the entry is now, not where it was written
+	// (a node prefix may have moved).
+	in.Path, in.Tarball = c.base(o)+".img", c.base(o)+".tar.gz"
 	st, err := os.Stat(in.Path)
 	if err != nil {
 		return c.unbuilt(o), false
