@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -237,6 +238,22 @@ func (n *node) cleanup() {
 // forceClean kills processes, unmounts and detaches whatever still refers
 // to root: a safety net so that a failed test leaves the host clean.
 func forceClean(t *testing.T, root string) {
+	// Containers of this root: their processes are in their cgroups, and
+	// their supervisors are named after them (their argv no longer names
+	// the root).
+	ids, _ := os.ReadDir(filepath.Join(root, "vz/private"))
+	for _, id := range ids {
+		for _, ctrl := range []string{"pids", "memory", "cpu", "freezer"} {
+			b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctrl, "vzd", id.Name(), "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+					t.Logf("cleanup: killed leftover container process %d of %s", pid, id.Name())
+				}
+			}
+		}
+		_ = exec.Command("pkill", "-9", "-x", "-f", "vzd-supervisor "+id.Name()).Run()
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)
@@ -259,6 +276,14 @@ func forceClean(t *testing.T, root string) {
 	for i := len(mps) - 1; i >= 0; i-- {
 		if err := syscall.Unmount(mps[i], syscall.MNT_DETACH); err == nil {
 			t.Logf("cleanup: unmounted leftover %s", mps[i])
+		}
+	}
+	for _, id := range ids {
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/vzd", id.Name()))
+		for _, d := range dirs {
+			if os.Remove(d) == nil {
+				t.Logf("cleanup: removed leftover cgroup %s", d)
+			}
 		}
 	}
 	out, _ := exec.Command("losetup", "-a").Output()

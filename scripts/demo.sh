@@ -19,10 +19,11 @@ run)
 	for f in examples/demo/*.hcl; do
 		[ -e "$root/etc/vz/conf/$(basename "$f")" ] || install -m 644 "$f" "$root/etc/vz/conf/"
 	done
-	ip netns list | grep -qw "$ns" || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
+	ip netns list 2>/dev/null | grep -qw "$ns" || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
 	echo "== building the busybox template (cached after the first run)"
-	"$vzd" template build "${flags[@]}" busybox
+	"$vzd" template "${flags[@]}" build busybox
 	cat <<MSG
+
 == running the agent on $root/etc/vz/conf (Ctrl-C stops the agent; containers keep running)
    In another terminal:
      $vzd status ${flags[*]}
@@ -30,7 +31,10 @@ run)
      \$EDITOR $root/etc/vz/conf/web.hcl     # change memory.ram, save, watch it applied
    Remove everything with: make run-clean
 MSG
-	exec ip netns exec "$ns" "$vzd" agent "${flags[@]}"
+	# The agent stays in the host's mount namespace (where /sys/fs/cgroup
+	# is); the node side of every container link lives in the demo's
+	# network namespace.
+	exec "$vzd" agent "${flags[@]}" --host-netns "/run/netns/$ns"
 	;;
 clean)
 	[ -d "$root" ] || exit 0
@@ -39,8 +43,15 @@ clean)
 		mkdir -p "$root/etc/vz/conf.off"
 		find "$root/etc/vz/conf" -maxdepth 1 -type f -exec mv -t "$root/etc/vz/conf.off" {} +
 	fi
-	ip netns exec "$ns" "$vzd" destroy "${flags[@]}" --yes --all || true
+	"$vzd" destroy "${flags[@]}" --host-netns "/run/netns/$ns" --yes --all || true
 	ip netns delete "$ns" 2>/dev/null || true
+	# Never rm -rf through a mount: unmount what is left, deepest first,
+	# and stop if anything stays mounted.
+	awk -v r="$root/" 'index($2, r) == 1 {print $2}' /proc/self/mounts | sort -r | xargs -r -n1 umount
+	if awk -v r="$root/" 'index($2, r) == 1 {found=1} END {exit !found}' /proc/self/mounts; then
+		echo "still mounted under $root; not removing it" >&2
+		exit 1
+	fi
 	rm -rf "$root"
 	echo "demo removed"
 	;;
