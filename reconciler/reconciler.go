@@ -402,6 +402,15 @@ func (r *Reconciler) sync(ctx context.Context, id string) (retErr error) {
 		}
 	}
 
+	if len(plan.Steps) > 0 {
+		// Show what the steps made, not what was there before them.
+		if a2, err := r.cfg.Node.Observe(ctx, target); err == nil {
+			r.mu.Lock()
+			st.fillActual(a2)
+			st.observed = true
+			r.mu.Unlock()
+		}
+	}
 	if in.Desired == nil || in.Desired.State == spec.StateDestroyed {
 		return nil
 	}

@@ -29,6 +29,8 @@ type ContainerStatus struct {
 	ErrorAt   string    `json:"error_at,omitempty"`
 	Synced    time.Time `json:"synced,omitzero"`
 	Plan      Plan      `json:"-"`
+	// observed is set when the actual state was read after the plan ran.
+	observed bool
 }
 
 // Status is the agent's whole status.
@@ -45,6 +47,7 @@ type Status struct {
 }
 
 func (st *ContainerStatus) fillActual(a Actual) {
+	st.observed = false
 	st.Pid = 0
 	st.StartedAt = time.Time{}
 	switch {
@@ -123,7 +126,7 @@ func (r *Reconciler) finishStatus(id string, in Input, err error) {
 			}
 		}
 	}
-	if err == nil && !st.Plan.isEmpty() {
+	if err == nil && !st.Plan.isEmpty() && !st.observed {
 		// The plan ran: what was observed before it is stale until the
 		// next pass; say what it was asked to reach.
 		if in.Desired != nil && in.Desired.State == spec.StateRunning && hasStep(st.Plan, StepStart) {

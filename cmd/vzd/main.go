@@ -44,9 +44,12 @@ type globals struct {
 	// and the tests use a namespace of their own, so nothing reaches the
 	// host's network.
 	hostNetns string
-	stdout   io.Writer
-	stderr   io.Writer
-	log      *slog.Logger
+	// uplink is the node's interface on the routed containers' network:
+	// proxy ARP/NDP entries for their addresses go there.
+	uplink string
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -54,6 +57,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.paths.ConfigDir, "config-dir", g.paths.ConfigDir, "directory of container files")
 	fs.StringVar(&g.paths.GlobalConfig, "global-config", g.paths.GlobalConfig, "global configuration (legacy vz.conf or HCL)")
 	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "debug, info, warn or error")
+	fs.StringVar(&g.uplink, "uplink", g.uplink, "node interface that answers ARP/NDP for routed container addresses (proxy entries); default none")
 	fs.StringVar(&g.hostNetns, "host-netns", g.hostNetns, "network namespace (path, e.g. /run/netns/NAME) for the node side of container links; default the agent's own")
 }
 

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"io/fs"
 	"fmt"
+	"io/fs"
 
 	"vzd/internal/node"
 	"vzd/spec"
@@ -22,7 +22,7 @@ func newNode(_ context.Context, g *globals) (*node.Node, func(), error) {
 	for _, d := range diags {
 		g.log.Warn("global config", "diag", d.String())
 	}
-	n, err := node.New(node.Config{Paths: g.paths, Global: global, Log: g.log, HostNS: g.hostNetns})
+	n, err := node.New(node.Config{Paths: g.paths, Global: global, Log: g.log, HostNS: g.hostNetns, Uplink: g.uplink})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -29,6 +29,9 @@ type Config struct {
 	// HostNS is the network namespace of the node's side of the links
 	// ("" = the agent's own).
 	HostNS string
+	// Uplink is the node's interface for proxy ARP/NDP of routed
+	// addresses ("" = none).
+	Uplink string
 	// Progress reports long work (template builds); nil = silent.
 	Progress templates.Progress
 }
@@ -81,7 +84,7 @@ func New(cfg Config) (*Node, error) {
 	if n.Runtime, err = runtime.New(runtime.Config{Paths: cfg.Paths, Cgroups: n.Cgroups, Log: cfg.Log}); err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
-	if n.Network, err = network.New(network.Config{HostNS: cfg.HostNS, Log: cfg.Log}); err != nil {
+	if n.Network, err = network.New(network.Config{HostNS: cfg.HostNS, Uplink: cfg.Uplink, Log: cfg.Log}); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	n.Templates = templates.NewCache(cfg.Paths, cfg.Log)
