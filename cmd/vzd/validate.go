@@ -41,8 +41,11 @@ otherwise (warnings, such as unknown legacy keys, do not fail).
 A single file may have any name: --format says how to read it (auto looks
 at the extension, then the content), and --id gives the container ID of a
 legacy file whose name is not <UUID>.conf or <CTID>.conf. This makes it
-usable as Ansible's "validate: vzd validate --id 101 %s". A file named
-vz.conf, or the --global-config file itself, is checked as a global file.
+usable as Ansible's "validate: vzd validate --id 101 %s". A single file
+is also checked against the containers of the config directory (except
+those it replaces, with the same IDs), so it cannot take another's
+address, UUID or name. A file named vz.conf, the --global-config file
+itself, or HCL with a defaults or dedup block is checked as a global file.
 
 --json prints a JSON array of {severity, file, line, column, message}
 instead, for tools; -q prints nothing.`,
