@@ -157,3 +157,16 @@ func TestCompatDirIgnoresSamples(t *testing.T) {
 		}
 	}
 }
+
+func TestGlobalPFCACHEIsNotAContainerDefault(t *testing.T) {
+	g, diags := ParseGlobalLegacy("vz.conf", []byte("PFCACHE=no\n"))
+	if diags.HasErrors() || g.Dedup.Enabled {
+		t.Fatalf("%v %+v", diags, g.Dedup)
+	}
+	if c := parseOne(t, "101.conf", "ONBOOT=yes\n", g); c.NoDedup {
+		t.Errorf("global PFCACHE=no opted container 101 out")
+	}
+	if c := parseOne(t, "101.conf", "PFCACHE=no\n", g); !c.NoDedup {
+		t.Errorf("container PFCACHE=no ignored")
+	}
+}

@@ -31,9 +31,12 @@ import (
 //   - PFCACHE_SIZE=4G           size of the cache image
 //   - DEF_OSTEMPLATE            ostemplate of containers that name none
 
-// Keys of vz.conf that are never merged into containers.
+// Keys of vz.conf that are never merged into containers: identity and
+// addresses are per container, and PFCACHE in vz.conf switches the dedup
+// service, while in a ve.conf it only opts that container out.
 var legacyNotInherited = map[string]bool{"VEID": true, "UUID": true, "NETFILTER": true,
-	"NAME": true, "DESCRIPTION": true, "HOSTNAME": true, "IP_ADDRESS": true, "NETIF": true, "DISABLED": true}
+	"NAME": true, "DESCRIPTION": true, "HOSTNAME": true, "IP_ADDRESS": true, "NETIF": true, "DISABLED": true,
+	"PFCACHE": true}
 
 // Node-level vz.conf keys vzctl knows; vzd accepts them without warning.
 var legacyNodeKeys = map[string]bool{
