@@ -1,13 +1,13 @@
 // Early roles of a re-executed vzd, run from an ELF constructor before the
 // Go runtime starts any thread (see doc.go for why each one is here):
 //
-//   _VZD_ROLE=supervise  fork, let the parent exit, setsid: the Go
-//                        supervisor then runs detached from the agent.
+//   _VZD_ROLE=supervise  the per-container supervisor: detach, clone the
+//                        container's init stage, then reap it.
 //   _VZD_ROLE=nsexec     join a container (cgroup, then every namespace
 //                        through a pidfd) and run a command in it.
-//   _VZD_ROLE=reap       the resident supervisor: reap the container's
-//                        init, record its exit, copy its console to a
-//                        size-capped log. No Go runtime, so it stays small.
+//                        It reaps the container's init, records its exit
+//                        and copies its console to a size-capped log. No
+//                        Go runtime, so it stays small.
 //
 // Any other value (or none) returns to Go.
 #define _GNU_SOURCE
@@ -286,9 +286,7 @@ static void move_cgroups(const char *list) {
 	free(copy);
 }
 
-static void reap(void) {
-	pid_t init = (pid_t)envnum("_VZD_REAP_PID", 0);
-	int master = (int)envnum("_VZD_REAP_FD", -1);
+static void reap(pid_t init, int master) {
 	long long max = envnum("_VZD_REAP_MAX", 1 << 20);
 	const char *logpath = getenv("_VZD_REAP_LOG");
 	const char *exitpath = getenv("_VZD_REAP_EXIT");
@@ -354,6 +352,90 @@ static void reap(void) {
 	}
 }
 
+// --- supervisor -----------------------------------------------------------
+
+static int write_file(const char *path, const char *data) {
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = writeall(fd, data, strlen(data));
+	close(fd);
+	return r;
+}
+
+// supervise is the per-container supervisor. The agent passes fds
+// 3 = console pty master, 4 = its slave, 5 = the init stage's end of a
+// socketpair, 6 = a pipe for our report. We double fork (the agent reaps
+// our parent at once; we are reparented to the host's init, in a session
+// of our own), clone init into new namespaces, map its ids, report
+// "SUPERVISOR_PID INIT_PID" and become the reaper. The agent does the rest
+// of the set-up over the socket (see supervisor.go).
+static void supervise(int argc, char **argv) {
+	const int master = 3, slave = 4, sock = 5, report = 6;
+	pid_t p = fork();
+	if (p < 0)
+		_exit(255);
+	if (p > 0)
+		_exit(0);
+	setsid();
+	long flags = envnum("_VZD_SUP_FLAGS", 0);
+	const char *uidmap = getenv("_VZD_SUP_UIDMAP");
+	const char *gidmap = getenv("_VZD_SUP_GIDMAP");
+	int sync[2];
+	if (pipe2(sync, O_CLOEXEC) < 0) {
+		dprintf(report, "error pipe: %s\n", strerror(errno));
+		_exit(1);
+	}
+	pid_t child = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (child == 0) {
+		char c;
+		close(sync[1]);
+		if (read(sync[0], &c, 1) != 1)
+			_exit(255);
+		if ((flags & CLONE_NEWUSER) && (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+			_exit(255);
+		setsid();
+		dup2(slave, 0);
+		dup2(slave, 1);
+		dup2(slave, 2);
+		ioctl(0, TIOCSCTTY, 0);
+		dup2(sock, 3);
+		syscall(SYS_close_range, 4U, ~0U, 0U);
+		char *env[] = {"_VZD_ROLE=init", NULL};
+		char *args[] = {"vzd-init", argc > 1 ? argv[1] : "", NULL};
+		// Through /proc/self/exe: the container's root may not walk the
+		// host path of our binary.
+		execve("/proc/self/exe", args, env);
+		_exit(255);
+	}
+	close(sync[0]);
+	if (child < 0) {
+		dprintf(report, "error clone: %s\n", strerror(errno));
+		_exit(1);
+	}
+	if (flags & CLONE_NEWUSER) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/uid_map", child);
+		int bad = !uidmap || write_file(path, uidmap) < 0;
+		snprintf(path, sizeof path, "/proc/%d/gid_map", child);
+		if (bad || !gidmap || write_file(path, gidmap) < 0) {
+			dprintf(report, "error write id maps of %d: %s\n", child, strerror(errno));
+			kill(child, SIGKILL);
+			waitpid(child, NULL, 0);
+			_exit(1);
+		}
+	}
+	if (write(sync[1], "x", 1) != 1) {
+		kill(child, SIGKILL);
+		_exit(1);
+	}
+	close(sync[1]);
+	close(sock);
+	dprintf(report, "%d %d\n", getpid(), child);
+	close(report);
+	reap(child, master);
+}
+
 __attribute__((constructor)) static void vzd_early(int argc, char **argv, char **envp) {
 	(void)envp;
 	const char *role = getenv("_VZD_ROLE");
@@ -361,17 +443,6 @@ __attribute__((constructor)) static void vzd_early(int argc, char **argv, char *
 		return;
 	if (strcmp(role, "nsexec") == 0)
 		nsexec(argc, argv);
-	else if (strcmp(role, "reap") == 0)
-		reap();
-	else if (strcmp(role, "supervise") == 0) {
-		// Double fork: the agent reaps our parent at once and the
-		// supervisor is reparented to the host's init (or subreaper),
-		// in a session of its own.
-		pid_t p = fork();
-		if (p < 0)
-			_exit(255);
-		if (p > 0)
-			_exit(0);
-		setsid();
-	}
+	else if (strcmp(role, "supervise") == 0)
+		supervise(argc, argv);
 }

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -222,87 +221,23 @@ func (r *Runtime) Start(ctx context.Context, c *spec.Container) (retErr error) {
 	if err := os.Remove(exitPath(c.Private)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	// Leftovers of a start the agent did not finish (it died before the
+	// record was written) or of a lost record: nothing may run here.
+	if procs, err := r.cg.Procs(ctx, c.ID); err == nil && len(procs) > 0 {
+		r.log.Warn("killing unrecorded processes in the container's cgroup", "container", c.ID, "pids", procs)
+		if err := r.cg.Kill(ctx, c.ID); err != nil {
+			return fmt.Errorf("kill cgroup of %s: %w", c.ID, err)
+		}
+	}
 	l := launchFor(c, rec, r.cg.Dirs(c.ID))
-	res, err := r.spawn(ctx, l)
+	rec, err = r.spawn(ctx, l)
 	if err != nil {
 		// Whatever began in the cgroup is ours to end.
 		_ = r.cg.Kill(context.WithoutCancel(ctx), c.ID)
 		return fmt.Errorf("start %s: %w", c.ID, err)
 	}
-	r.log.Info("container started", "container", c.ID, "pid", res.Pid, "uid_base", rec.UIDBase)
+	r.log.Info("container started", "container", c.ID, "pid", rec.Pid, "uid_base", rec.UIDBase)
 	return nil
-}
-
-// spawnResult is what the supervisor reports to the agent.
-type spawnResult struct {
-	Pid   int    `json:"pid"`
-	Error string `json:"error,omitempty"`
-}
-
-// spawn runs the supervisor (which double-forks away from us) and waits for
-// its report on a pipe.
-func (r *Runtime) spawn(ctx context.Context, l launch) (spawnResult, error) {
-	var res spawnResult
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return res, err
-	}
-	defer cfgR.Close()
-	defer cfgW.Close()
-	resR, resW, err := os.Pipe()
-	if err != nil {
-		return res, err
-	}
-	defer resR.Close()
-	defer resW.Close()
-	// Not CommandContext: the supervisor must outlive this call.
-	cmd := exec.Command(r.exe)
-	cmd.Args = []string{"vzd-supervisor", l.ID}
-	cmd.Env = []string{envRole + "=" + roleSupervise}
-	cmd.ExtraFiles = []*os.File{cfgR, resW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("run supervisor: %w", err)
-	}
-	cfgR.Close()
-	resW.Close()
-	// The first process exits as soon as it has forked the supervisor.
-	if err := cmd.Wait(); err != nil {
-		return res, fmt.Errorf("run supervisor: %w", err)
-	}
-	b, _ := json.Marshal(l)
-	if _, err := cfgW.Write(b); err != nil {
-		return res, fmt.Errorf("send launch config: %w", err)
-	}
-	cfgW.Close()
-	done := make(chan error, 1)
-	var out []byte
-	go func() {
-		var err error
-		out, err = io.ReadAll(resR)
-		done <- err
-	}()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// Closing our end makes a supervisor still setting up fail
-		// its report and give up; the caller kills the cgroup.
-		resR.Close()
-		return res, ctx.Err()
-	}
-	if err != nil {
-		return res, fmt.Errorf("read supervisor report: %w", err)
-	}
-	if len(out) == 0 {
-		return res, errors.New("supervisor exited without a report")
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return res, fmt.Errorf("parse supervisor report %q: %w", out, err)
-	}
-	if res.Error != "" {
-		return res, errors.New(res.Error)
-	}
-	return res, nil
 }
 
 // Stop asks init to shut down with its own signal, waits up to the spec's

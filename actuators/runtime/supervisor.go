@@ -1,8 +1,8 @@
 package runtime
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,9 +22,8 @@ import (
 // The early ones are handled in nsexec.c; Main runs the others.
 const (
 	envRole       = "_VZD_ROLE"
-	roleSupervise = "supervise" // C: double fork + setsid; Go: set up and start init
+	roleSupervise = "supervise" // C only: the per-container supervisor
 	roleInit      = "init"      // Go: stage 2 inside the new namespaces
-	roleReap      = "reap"      // C only: the resident supervisor
 	roleNsexec    = "nsexec"    // C only: vzd exec
 )
 
@@ -34,8 +33,8 @@ const (
 // supervisor to record the exit).
 const supervisorCgroup = "vzd-supervisors"
 
-// launch is everything the supervisor and the init stage need; the agent
-// sends it to the supervisor, which adds Console and passes it on.
+// launch is everything the init stage needs; the agent sends it over the
+// init stage's socket.
 type launch struct {
 	ID         string            `json:"id"`
 	Root       string            `json:"root"`
@@ -114,84 +113,6 @@ func stopSignal(kind string) syscall.Signal {
 	return syscall.SIGTERM
 }
 
-// supervise is the Go half of the supervisor, already detached by the C
-// constructor: it reads the launch from fd 3, starts init, reports to fd 4
-// and turns into the C reaper. It never returns.
-func supervise() {
-	cfg := os.NewFile(3, "launch")
-	report := os.NewFile(4, "report")
-	fail := func(err error) {
-		b, _ := json.Marshal(spawnResult{Error: err.Error()})
-		report.Write(b)
-		os.Exit(1)
-	}
-	b, err := io.ReadAll(cfg)
-	if err != nil {
-		fail(fmt.Errorf("read launch config: %w", err))
-	}
-	cfg.Close()
-	var l launch
-	if err := json.Unmarshal(b, &l); err != nil {
-		fail(fmt.Errorf("parse launch config: %w", err))
-	}
-	master, slave, err := openPty()
-	if err != nil {
-		fail(err)
-	}
-	if !l.Privileged {
-		// The container's root must be able to open its console.
-		if err := slave.Chown(int(l.UIDBase), int(l.GIDBase)); err != nil {
-			fail(fmt.Errorf("chown console: %w", err))
-		}
-	}
-	l.Console = slave.Name()
-	pid, err := startInit(l, slave)
-	if err != nil {
-		fail(err)
-	}
-	rec := l.Record
-	rec.Pid = pid
-	rec.StartTime, _, _ = procStartTime(pid)
-	rec.StartedAt = time.Now().UTC()
-	rec.SupervisorPid = os.Getpid()
-	rec.SupervisorStart, _, _ = procStartTime(os.Getpid())
-	if err := writeRecordFast(l.Private, rec); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
-		fail(err)
-	}
-	b, _ = json.Marshal(spawnResult{Pid: pid})
-	if _, err := report.Write(b); err != nil {
-		// The agent gave up on us: so do we.
-		unix.Kill(pid, unix.SIGKILL)
-	}
-	report.Close()
-	// Keep both pty ends across exec: holding the slave keeps the master
-	// readable even while nobody in the container has the console open.
-	for _, f := range []*os.File{master, slave} {
-		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
-			unix.Kill(pid, unix.SIGKILL)
-			os.Exit(1)
-		}
-	}
-	env := []string{
-		envRole + "=" + roleReap,
-		"_VZD_REAP_PID=" + strconv.Itoa(pid),
-		"_VZD_REAP_FD=" + strconv.Itoa(int(master.Fd())),
-		"_VZD_REAP_MAX=" + strconv.Itoa(consoleLogMax),
-		"_VZD_REAP_LOG=" + filepath.Join(l.Private, stateDir, consoleFile),
-		"_VZD_REAP_EXIT=" + exitPath(l.Private),
-		// The reaper leaves the agent's cgroup once it knows init still
-		// runs: off the start path (a v1 move waits for an RCU grace
-		// period, about 15 ms here), and pointless for an init that
-		// already exited.
-		"_VZD_REAP_CGROUPS=" + strings.Join(supervisorCgroups(), "\n"),
-	}
-	err = unix.Exec("/proc/self/exe", []string{"vzd-supervisor", l.ID}, env)
-	// Without a reaper nobody records the exit; init still runs.
-	fmt.Fprintf(os.Stderr, "exec reaper: %v\n", err)
-	os.Exit(1)
-}
-
 // supervisorCgroups makes vzd-supervisors at the root of every cgroup
 // hierarchy mounted under /sys/fs/cgroup and returns their cgroup.procs
 // files. Failures are not fatal: the supervisor then stays where the
@@ -246,80 +167,143 @@ func openPty() (master, slave *os.File, err error) {
 	return m, s, nil
 }
 
-// startInit clones the init stage into new namespaces, puts it into the
-// container's cgroup, hands it the container's root as a mount fd
-// (idmapped onto its user namespace unless privileged) and waits until it
-// has exec'd the container's init.
-func startInit(l launch, console *os.File) (int, error) {
+// spawn runs the container's supervisor (nsexec.c, which clones the init
+// stage and reports both pids), then finishes the set-up from here: puts
+// init into the container's cgroup, hands it the container's root as a
+// mount fd (idmapped onto its user namespace unless privileged), and waits
+// until it has exec'd the container's init. On error, init is killed (the
+// supervisor records its exit and leaves).
+func (r *Runtime) spawn(ctx context.Context, l launch) (rec record, retErr error) {
+	rec = l.Record
+	master, slave, err := openPty()
+	if err != nil {
+		return rec, err
+	}
+	defer master.Close()
+	defer slave.Close()
+	if !l.Privileged {
+		// The container's root must be able to open its console.
+		if err := slave.Chown(int(l.UIDBase), int(l.GIDBase)); err != nil {
+			return rec, fmt.Errorf("chown console: %w", err)
+		}
+	}
+	l.Console = slave.Name()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("socketpair: %w", err)
+		return rec, fmt.Errorf("socketpair: %w", err)
 	}
-	parent := os.NewFile(uintptr(fds[0]), "init-parent")
+	sock := os.NewFile(uintptr(fds[0]), "init-parent")
 	child := os.NewFile(uintptr(fds[1]), "init-child")
-	defer parent.Close()
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
-	attr := &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	defer sock.Close()
+	defer child.Close()
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		return rec, err
+	}
+	defer repR.Close()
+	defer repW.Close()
+
+	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET
+	env := []string{
+		envRole + "=" + roleSupervise,
+		"_VZD_REAP_MAX=" + strconv.Itoa(consoleLogMax),
+		"_VZD_REAP_LOG=" + filepath.Join(l.Private, stateDir, consoleFile),
+		"_VZD_REAP_EXIT=" + exitPath(l.Private),
+		// The supervisor leaves the agent's cgroup once it knows init
+		// still runs: off the start path (a v1 move waits for an RCU
+		// grace period, about 15 ms here), and pointless for an init
+		// that already exited.
+		"_VZD_REAP_CGROUPS=" + strings.Join(supervisorCgroups(), "\n"),
+	}
 	if !l.Privileged {
 		flags |= unix.CLONE_NEWUSER
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(l.UIDBase), Size: idRange}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(l.GIDBase), Size: idRange}}
-		attr.GidMappingsEnableSetgroups = true
-		// Become the namespace's root before exec, or exec drops every
-		// capability.
-		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		env = append(env,
+			fmt.Sprintf("_VZD_SUP_UIDMAP=0 %d %d", l.UIDBase, idRange),
+			fmt.Sprintf("_VZD_SUP_GIDMAP=0 %d %d", l.GIDBase, idRange))
 	}
-	attr.Cloneflags = flags
-	cmd := &exec.Cmd{
-		// Through /proc/self/exe: the container's root cannot walk the
-		// host path of our binary.
-		Path:        "/proc/self/exe",
-		Args:        []string{"vzd-init", l.ID},
-		Env:         []string{envRole + "=" + roleInit},
-		Stdin:       console,
-		Stdout:      console,
-		Stderr:      console,
-		ExtraFiles:  []*os.File{child},
-		SysProcAttr: attr,
-	}
+	env = append(env, "_VZD_SUP_FLAGS="+strconv.Itoa(flags))
+	// Not CommandContext: the supervisor must outlive this call.
+	cmd := exec.Command(r.exe)
+	cmd.Args = []string{"vzd-supervisor", l.ID}
+	cmd.Env = env
+	cmd.ExtraFiles = []*os.File{master, slave, child, repW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		child.Close()
-		return 0, fmt.Errorf("clone init: %w", err)
+		return rec, fmt.Errorf("run supervisor: %w", err)
 	}
 	child.Close()
-	pid := cmd.Process.Pid
-	kill := func(err error) (int, error) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return 0, err
+	repW.Close()
+	// The first process exits as soon as it has forked the supervisor.
+	if err := cmd.Wait(); err != nil {
+		return rec, fmt.Errorf("run supervisor: %w", err)
 	}
+	report, err := readWithContext(ctx, repR)
+	if err != nil {
+		return rec, fmt.Errorf("read supervisor report: %w", err)
+	}
+	var supPid, pid int
+	if _, err := fmt.Sscanf(report, "%d %d", &supPid, &pid); err != nil || pid <= 0 {
+		return rec, fmt.Errorf("supervisor: %s", strings.TrimSpace(report))
+	}
+	defer func() {
+		if retErr != nil {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}()
 	for _, d := range l.CgroupDirs {
 		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-			return kill(fmt.Errorf("move init into %s: %w", d, err))
+			return rec, fmt.Errorf("move init into %s: %w", d, err)
 		}
 	}
 	mfd, err := rootMount(l, pid)
 	if err != nil {
-		return kill(err)
+		return rec, err
 	}
 	b, _ := json.Marshal(l)
 	err = unix.Sendmsg(fds[0], b, unix.UnixRights(mfd), nil, 0)
 	unix.Close(mfd)
 	if err != nil {
-		return kill(fmt.Errorf("send root to init: %w", err))
+		return rec, fmt.Errorf("send root to init: %w", err)
 	}
 	// The init stage either reports an error or closes its end by
 	// exec'ing the container's init (the socket is close-on-exec).
-	buf := make([]byte, 4096)
-	n, err := parent.Read(buf)
-	if n > 0 {
-		return kill(fmt.Errorf("init stage: %s", buf[:n]))
+	msg, err := readWithContext(ctx, sock)
+	if err != nil {
+		return rec, fmt.Errorf("wait for init: %w", err)
 	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return kill(fmt.Errorf("wait for init: %w", err))
+	if msg != "" {
+		return rec, fmt.Errorf("init stage: %s", msg)
 	}
-	// init may already have exited (a zombie): the reaper records it.
-	return pid, nil
+	// init may already have exited (a zombie): the supervisor records it.
+	rec.Pid = pid
+	rec.StartTime, _, _ = procStartTime(pid)
+	rec.StartedAt = time.Now().UTC()
+	rec.SupervisorPid = supPid
+	rec.SupervisorStart, _, _ = procStartTime(supPid)
+	if err := writeRecordFast(l.Private, rec); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}
+
+// readWithContext reads f to EOF, or gives up when ctx ends.
+func readWithContext(ctx context.Context, f *os.File) (string, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(f)
+		done <- result{b, err}
+	}()
+	select {
+	case res := <-done:
+		return string(res.b), res.err
+	case <-ctx.Done():
+		f.Close() // unblocks the reader
+		return "", ctx.Err()
+	}
 }
 
 // rootMount clones the container's root (with every mount under it) into
