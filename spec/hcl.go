@@ -373,7 +373,7 @@ func (d *hclDecoder) body(body hcl.Body) {
 		case "ostemplate":
 			d.str(name, a, &c.OSTemplate)
 		case "templates":
-			c.Templates, _ = d.strList(name, a, false)
+			c.Templates, _ = d.strList(name, a, true)
 		case "processes":
 			c.Processes, _ = d.uint(name, a, 1<<32)
 		case "sysctl":
