@@ -3,19 +3,20 @@
 // mount, uts, ipc, net and cgroup namespaces, pivot_root'ed into the
 // container's mounted root. docs/RUNTIME.md has the design and the reasons.
 //
-//	agent (Runtime.Start)
-//	  └─ vzd [_VZD_ROLE=supervise]   C constructor: fork, parent exits, setsid
-//	       └─ supervisor (Go)        vzd-supervisors cgroup, console pty,
-//	            │                    clone(NEWUSER|NEWPID|…) with uid/gid maps,
-//	            │                    init into the container's cgroups,
-//	            │                    root: open_tree clone + MOUNT_ATTR_IDMAP,
-//	            │                    record → report to agent → exec:
-//	            ├─ reaper (C only)   waitpid init, console → log (capped),
-//	            │                    exit.json; no Go runtime, ~150 KiB PSS
-//	            └─ init stage (Go)   unshare(NEWCGROUP), move_mount root,
+//	agent (Runtime.Start)            opens the console pty, a socketpair
+//	  └─ vzd [_VZD_ROLE=supervise]   C constructor, never reaches Go:
+//	       └─ supervisor (C)         double fork + setsid, clone(NEWUSER|NEWPID|…),
+//	            │                    uid/gid maps, report pids to the agent, then
+//	            │                    reap init, console → log (capped), exit.json,
+//	            │                    move to vzd-supervisors; ~150 KiB PSS
+//	            └─ init stage (Go)   waits on the socket while the agent moves it
+//	                                 into the container's cgroups and sends the
+//	                                 root (open_tree clone + MOUNT_ATTR_IDMAP);
+//	                                 unshare(NEWCGROUP), move_mount the root,
 //	                                 /proc /sys(ro) /dev devpts /run …,
-//	                                 hostname, sysctls, pivot_root,
-//	                                 capability bounding set, exec init
+//	                                 hostname, sysctls, pivot_root, capability
+//	                                 bounding set, exec init; the agent writes
+//	                                 runtime.json when the socket closes on exec
 //
 // Nothing here lives in the agent: a Runtime reads records under each
 // container's private area ($VE_PRIVATE/.vzd/runtime.json, exit.json,
@@ -24,10 +25,10 @@
 // as they are, and killing the agent touches none.
 //
 // Re-executed roles are chosen by the environment variable _VZD_ROLE. The
-// exec helper and the reaper run entirely in nsexec.c, from an ELF
+// exec helper and the supervisor run entirely in nsexec.c, from an ELF
 // constructor, before the Go runtime starts: setns into a user and mount
-// namespace needs a single-threaded process, and the reaper stays small
-// without a Go heap. Every binary that starts containers must call Main
+// namespace needs a single-threaded process, and the supervisor stays small
+// and quick to start without a Go runtime. Every binary that starts containers must call Main
 // first thing (cmd/vzd main, and TestMain of test packages), and must be
 // built with cgo.
 package runtime

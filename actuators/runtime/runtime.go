@@ -296,8 +296,8 @@ func openPidfd(pid int, start uint64) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
-	// A zombie still matches: a supervisor looks like one for a moment
-	// while it execs the reaper, and waiting on an exited one is instant.
+	// A zombie still matches: waiting on an exited process is instant,
+	// and signalling one is harmless.
 	if st, _, err := procStartTime(pid); err != nil || st != start {
 		unix.Close(fd)
 		return -1, fmt.Errorf("pid %d: %w", pid, unix.ESRCH)
