@@ -9,6 +9,9 @@
 //                        and copies its console to a size-capped log. No
 //                        Go runtime, so it stays small.
 //
+//   _VZD_ROLE=init       the init stage: runs the program the agent sends
+//                        (init_linux.go) and execs the container's init.
+//
 // Any other value (or none) returns to Go.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,7 +25,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -436,6 +441,133 @@ static void supervise(int argc, char **argv) {
 	reap(child, master);
 }
 
+// --- init stage -------------------------------------------------------------
+
+// The program the agent sends (see init_linux.go): NUL-terminated tokens.
+struct prog {
+	char *p, *end;
+};
+
+static char *next(struct prog *g) {
+	if (g->p >= g->end)
+		return NULL;
+	char *t = g->p;
+	char *z = memchr(t, 0, (size_t)(g->end - t));
+	if (!z)
+		return NULL;
+	g->p = z + 1;
+	return t;
+}
+
+static int mkdirp(char *path) {
+	for (char *q = path + 1; *q; q++) {
+		if (*q != '/')
+			continue;
+		*q = 0;
+		int r = mkdir(path, 0755);
+		*q = '/';
+		if (r < 0 && errno != EEXIST)
+			return -1;
+	}
+	return mkdir(path, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static const char *nz(const char *s) { return *s ? s : NULL; }
+
+// stage_fail reports the failed step to the agent and exits.
+static void stage_fail(int sock, const char *op, const char *arg) {
+	char msg[1024];
+	int n = snprintf(msg, sizeof msg, "%s %s: %s", op, arg ? arg : "", strerror(errno));
+	if (write(sock, msg, (size_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1)) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+static void init_stage(void) {
+	const int sock = 3;
+	static char buf[1 << 20];
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {buf, sizeof buf};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+	ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	if (n <= 0)
+		_exit(1);
+	int rootfd = -1;
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+		memcpy(&rootfd, CMSG_DATA(cm), sizeof(int));
+	struct prog g = {buf, buf + n};
+	char *op;
+	while ((op = next(&g))) {
+		char *a = next(&g);
+		if (!a)
+			break;
+		if (strcmp(op, "unshare") == 0) {
+			if (unshare((int)strtol(a, NULL, 10)) < 0)
+				stage_fail(sock, op, a);
+		} else if (strcmp(op, "mount") == 0) {
+			char *dst = next(&g), *fstype = next(&g), *flags = next(&g), *data = next(&g);
+			if (!data)
+				break;
+			if (mount(nz(a), dst, nz(fstype), strtoul(flags, NULL, 10), nz(data)) < 0)
+				stage_fail(sock, "mount", dst);
+		} else if (strcmp(op, "attach") == 0) {
+			if (syscall(SYS_move_mount, rootfd, "", AT_FDCWD, a, 0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */) < 0)
+				stage_fail(sock, op, a);
+			close(rootfd);
+		} else if (strcmp(op, "mkdirp") == 0) {
+			if (mkdirp(a) < 0)
+				stage_fail(sock, op, a);
+		} else if (strcmp(op, "touch") == 0) {
+			int fd = open(a, O_CREAT | O_RDONLY | O_CLOEXEC, 0666);
+			if (fd < 0)
+				stage_fail(sock, op, a);
+			close(fd);
+		} else if (strcmp(op, "symlink") == 0) {
+			char *path = next(&g);
+			if (!path)
+				break;
+			if (symlink(a, path) < 0)
+				stage_fail(sock, op, path);
+		} else if (strcmp(op, "hostname") == 0) {
+			if (sethostname(a, strlen(a)) < 0)
+				stage_fail(sock, op, a);
+		} else if (strcmp(op, "write") == 0) {
+			char *val = next(&g);
+			if (!val)
+				break;
+			if (write_file(a, val) < 0)
+				stage_fail(sock, op, a);
+		} else if (strcmp(op, "pivot") == 0) {
+			if (chdir(a) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+				stage_fail(sock, op, a);
+		} else if (strcmp(op, "capdrop") == 0) {
+			if (prctl(PR_CAPBSET_DROP, strtol(a, NULL, 10), 0, 0, 0) < 0 && errno != EINVAL)
+				stage_fail(sock, op, a);
+		} else if (strcmp(op, "exec") == 0) {
+			int argc = (int)strtol(a, NULL, 10);
+			if (argc < 1 || argc > 256)
+				break;
+			char *argv[257];
+			for (int i = 0; i < argc; i++)
+				if (!(argv[i] = next(&g)))
+					_exit(1);
+			argv[argc] = NULL;
+			char *env[] = {"container=vzd", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "HOME=/", NULL};
+			// Every fd past stdio (the socket too: that is how the
+			// agent learns the exec succeeded) closes on exec.
+			syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+			execve(argv[0], argv, env);
+			stage_fail(sock, "exec", argv[0]);
+		} else {
+			errno = EINVAL;
+			stage_fail(sock, "unknown op", op);
+		}
+	}
+	errno = EINVAL;
+	stage_fail(sock, "program", "truncated");
+}
+
 __attribute__((constructor)) static void vzd_early(int argc, char **argv, char **envp) {
 	(void)envp;
 	const char *role = getenv("_VZD_ROLE");
@@ -445,4 +577,6 @@ __attribute__((constructor)) static void vzd_early(int argc, char **argv, char *
 		nsexec(argc, argv);
 	else if (strcmp(role, "supervise") == 0)
 		supervise(argc, argv);
+	else if (strcmp(role, "init") == 0)
+		init_stage();
 }

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -23,7 +22,7 @@ import (
 const (
 	envRole       = "_VZD_ROLE"
 	roleSupervise = "supervise" // C only: the per-container supervisor
-	roleInit      = "init"      // Go: stage 2 inside the new namespaces
+	roleInit      = "init"      // C only: stage 2 inside the new namespaces
 	roleNsexec    = "nsexec"    // C only: vzd exec
 )
 
@@ -259,8 +258,12 @@ func (r *Runtime) spawn(ctx context.Context, l launch) (rec record, retErr error
 	if err != nil {
 		return rec, err
 	}
-	b, _ := json.Marshal(l)
-	err = unix.Sendmsg(fds[0], b, unix.UnixRights(mfd), nil, 0)
+	prog, err := initProgram(&l)
+	if err != nil {
+		unix.Close(mfd)
+		return rec, err
+	}
+	err = unix.Sendmsg(fds[0], prog.encode(), unix.UnixRights(mfd), nil, 0)
 	unix.Close(mfd)
 	if err != nil {
 		return rec, fmt.Errorf("send root to init: %w", err)
