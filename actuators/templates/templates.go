@@ -10,7 +10,8 @@
 // fails is undone (the packages it installed are purged) and the entry
 // cleared, and when even that fails, or the agent dies mid-way, the entry
 // stays and says exactly what state the container is in until the next
-// Apply finishes the undo.
+// Apply finishes the undo. The undo purges packages; what a template's
+// own scripts changed besides is not undone.
 //
 //	Apply: recover pending ─▶ remove apps gone from spec (reverse order) ─▶ install new apps (spec order)
 //	install: fetch debs (host) ─▶ copy ─▶ pre-install ─▶ dpkg -i ─▶ post-install ─▶ record
