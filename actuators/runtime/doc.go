@@ -9,9 +9,10 @@
 //	            │                    uid/gid maps, report pids to the agent, then
 //	            │                    reap init, console → log (capped), exit.json,
 //	            │                    move to vzd-supervisors; ~150 KiB PSS
-//	            └─ init stage (Go)   waits on the socket while the agent moves it
+//	            └─ init stage (C)    waits on the socket while the agent moves it
 //	                                 into the container's cgroups and sends the
-//	                                 root (open_tree clone + MOUNT_ATTR_IDMAP);
+//	                                 root (open_tree clone + MOUNT_ATTR_IDMAP)
+//	                                 with a program built in Go (init_linux.go):
 //	                                 unshare(NEWCGROUP), move_mount the root,
 //	                                 /proc /sys(ro) /dev devpts /run …,
 //	                                 hostname, sysctls, pivot_root, capability
@@ -24,11 +25,11 @@
 // the container's cgroup, so a restarted agent adopts running containers
 // as they are, and killing the agent touches none.
 //
-// Re-executed roles are chosen by the environment variable _VZD_ROLE. The
-// exec helper and the supervisor run entirely in nsexec.c, from an ELF
-// constructor, before the Go runtime starts: setns into a user and mount
-// namespace needs a single-threaded process, and the supervisor stays small
-// and quick to start without a Go runtime. Every binary that starts containers must call Main
-// first thing (cmd/vzd main, and TestMain of test packages), and must be
-// built with cgo.
+// Re-executed roles are chosen by the environment variable _VZD_ROLE and
+// run entirely in nsexec.c, from an ELF constructor, before the Go runtime
+// starts: setns into a user and mount namespace needs a single-threaded
+// process, the supervisor stays small without a Go heap, and no Go runtime
+// start sits on the start path. Every binary that starts containers must
+// link this package and be built with cgo; Main is kept as the hook for
+// re-executed roles and currently has none to run in Go.
 package runtime
