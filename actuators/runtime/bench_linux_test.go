@@ -34,7 +34,12 @@ func benchMain(mode string) int {
 		fmt.Println(err)
 		return 1
 	}
+	ctx := context.Background()
 	defer func() {
+		// Every container's cgroup, then the parent, whatever happened.
+		for i := range max(n, 1) {
+			cg.Remove(ctx, fmt.Sprintf("b%d", i))
+		}
 		for _, d := range cg.Dirs("x") {
 			os.Remove(filepath.Dir(d))
 		}
@@ -44,7 +49,6 @@ func benchMain(mode string) int {
 		fmt.Println(err)
 		return 1
 	}
-	ctx := context.Background()
 	mk := func(i int, init []string) *spec.Container {
 		id := fmt.Sprintf("b%d", i)
 		c := &spec.Container{ID: id, Hostname: id, Root: root, Private: filepath.Join(prefix, "vz/private", id), Init: init, StopTimeout: 10 * time.Second}
@@ -72,7 +76,6 @@ func benchMain(mode string) int {
 			}
 			ds = append(ds, time.Since(t0))
 		}
-		cg.Remove(ctx, c.ID)
 		slices.Sort(ds)
 		fmt.Printf("median_ms %.2f\nmin_ms %.2f\nmax_ms %.2f\n", ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]))
 	case "idle":
