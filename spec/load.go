@@ -309,7 +309,9 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 			continue
 		}
 		cs, ids, diags := parseFile(fpath, data, p, gr.g, ParseOptions{Format: format})
-		if format == FormatHCL && len(safeIDs(ids)) > 0 {
+		if format == FormatHCL && (len(safeIDs(ids)) > 0 || !diags.HasErrors()) {
+			// What the file declares; the guess from its name stays
+			// only when a broken file shows no labels at all.
 			f.IDs = safeIDs(ids)
 		}
 		set.Diags = append(set.Diags, diags...)
