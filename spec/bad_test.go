@@ -15,8 +15,8 @@ func TestBadInputs(t *testing.T) {
 	}{
 		{"hcl syntax", "a.hcl", "container \"a\" {\n  state = \n}\n", 2, "Invalid expression"},
 		{"hcl unclosed", "a.hcl", "container \"a\" {\n  onboot = true\n", 1, "Unclosed configuration block"},
-		{"hcl NUL", "a.hcl", "container \"a\" {\x00}\n", 0, "NUL bytes"},
-		{"legacy NUL", "101.conf", "ONBOOT=yes\nNAME=a\x00b\n", 0, "NUL bytes"},
+		{"hcl NUL", "a.hcl", "container \"a\" {\x00}\n", 1, "NUL bytes"},
+		{"legacy NUL", "101.conf", "ONBOOT=yes\nNAME=a\x00b\n", 2, "NUL bytes"},
 		{"huge", "101.conf", strings.Repeat("# padding\n", MaxFileSize/10+1), 0, "larger than"},
 		{"path traversal label", "a.hcl", "container \"../etc\" {\n}\n", 1, `container ID "../etc" contains "/"`},
 		{"dot label", "a.hcl", "container \".hidden\" {\n}\n", 1, `starts with "." or "-"`},
@@ -145,5 +145,16 @@ func TestLegacyEmptyValuesAreUnset(t *testing.T) {
 	c := parseOne(t, "101.conf", "CPUUNITS=\"\"\nPHYSPAGES=\"\"\nDISKSPACE=\"\"\nIP_ADDRESS=\"\"\nONBOOT=\"\"\nLOCAL_UID=\"\"\n", nil)
 	if c.CPU.Units != DefaultCPUUnits || c.Memory.RAM != 0 || c.Disk.Size != 0 || len(c.Network.Interfaces) != 0 {
 		t.Errorf("%+v", c)
+	}
+}
+
+func TestNULPosition(t *testing.T) {
+	p := nulPos("f", []byte("ab\ncd\x00"))
+	if p.Line != 2 || p.Column != 3 {
+		t.Errorf("%v", p)
+	}
+	p = nulPos("f", []byte("\x00"))
+	if p.Line != 1 || p.Column != 1 {
+		t.Errorf("%v", p)
 	}
 }

@@ -130,7 +130,7 @@ func LoadGlobal(file string) (*Global, Diagnostics, error) {
 func ParseGlobal(file string, data []byte) (*Global, Diagnostics) {
 	if bytes.IndexByte(data, 0) >= 0 {
 		var ds Diagnostics
-		ds.Errorf(Pos{File: file}, "file contains NUL bytes")
+		ds.Errorf(nulPos(file, data), "file contains NUL bytes")
 		return DefaultGlobal(), ds
 	}
 	if strings.HasSuffix(file, ".hcl") || (!strings.HasSuffix(file, ".conf") && Sniff(data) == FormatHCL) {
@@ -194,6 +194,13 @@ func IsGlobalHCL(data []byte) bool {
 	return false
 }
 
+// nulPos is where the first NUL byte of data is.
+func nulPos(file string, data []byte) Pos {
+	i := bytes.IndexByte(data, 0)
+	line := 1 + bytes.Count(data[:i], []byte("\n"))
+	return Pos{File: file, Line: line, Column: i - bytes.LastIndexByte(data[:i], '\n')}
+}
+
 // ParseOptions say how to parse one file given on its own (vzd validate
 // FILE), whatever its name.
 type ParseOptions struct {
@@ -214,7 +221,7 @@ func parseFile(file string, data []byte, p Paths, g *Global, opt ParseOptions) (
 		g = DefaultGlobal()
 	}
 	if bytes.IndexByte(data, 0) >= 0 {
-		diags.Errorf(Pos{File: file}, "file contains NUL bytes")
+		diags.Errorf(nulPos(file, data), "file contains NUL bytes")
 		return nil, nil, diags
 	}
 	if len(data) > MaxFileSize {
