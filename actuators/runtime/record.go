@@ -41,6 +41,9 @@ type record struct {
 	UIDBase    uint32 `json:"uid_base,omitempty"`
 	GIDBase    uint32 `json:"gid_base,omitempty"`
 	Privileged bool   `json:"privileged"`
+	// The spec's bases the range was allocated from (0 = default).
+	SpecUIDBase uint32 `json:"spec_uid_base,omitempty"`
+	SpecGIDBase uint32 `json:"spec_gid_base,omitempty"`
 
 	Pid        int       `json:"pid,omitempty"`
 	StartTime  uint64    `json:"start_time,omitempty"` // /proc/PID/stat field 22
@@ -132,16 +135,15 @@ func readExit(private string) (exitRecord, bool) {
 	return e, true
 }
 
-// usedBases lists the uid bases recorded by every container under
-// privateBase except the one in skip.
-func usedBases(privateBase, skip string) (map[uint32]bool, error) {
-	used := map[uint32]bool{}
+// usedRanges lists the uid and gid bases recorded by every container
+// under privateBase except the one in skip.
+func usedRanges(privateBase, skip string) (uids, gids []uint32, err error) {
 	ents, err := os.ReadDir(privateBase)
 	if errors.Is(err, fs.ErrNotExist) {
-		return used, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, e := range ents {
 		dir := filepath.Join(privateBase, e.Name())
@@ -152,21 +154,32 @@ func usedBases(privateBase, skip string) (map[uint32]bool, error) {
 		if err != nil || r.UIDBase == 0 {
 			continue
 		}
-		used[r.UIDBase] = true
-		used[r.GIDBase] = true
+		uids = append(uids, r.UIDBase)
+		gids = append(gids, r.GIDBase)
 	}
-	return used, nil
+	return uids, gids, nil
 }
 
-// pickBase returns the lowest firstBase + k*idRange not in used.
-func pickBase(used map[uint32]bool) (uint32, error) {
-	for k := uint32(0); k < maxBases; k++ {
-		b := firstBase + k*idRange
-		if !used[b] {
-			return b, nil
+// nextFree returns the first start+k·idRange whose range overlaps none of
+// the ranges starting at used.
+func nextFree(start uint32, used []uint32) (uint32, error) {
+	for k := uint64(0); k < maxBases; k++ {
+		b := uint64(start) + k*idRange
+		if b+idRange > 1<<32-1 {
+			break
+		}
+		free := true
+		for _, u := range used {
+			if b < uint64(u)+idRange && uint64(u) < b+idRange {
+				free = false
+				break
+			}
+		}
+		if free {
+			return uint32(b), nil
 		}
 	}
-	return 0, errors.New("no free uid range")
+	return 0, fmt.Errorf("no free id range from %d", start)
 }
 
 // procStartTime reads the start time (clock ticks since boot) of pid, and

@@ -134,9 +134,12 @@ func (r *Runtime) InitPid(ctx context.Context, c *spec.Container) (int, error) {
 	return st.Pid, nil
 }
 
-// allocate fixes the container's id range: the spec's when given, else the
-// one already recorded, else the lowest range no other container under
-// Paths.PrivateBase() records. It returns the record to start from.
+// allocate fixes the container's id ranges. The spec's UIDBase/GIDBase
+// (legacy LOCAL_UID/LOCAL_GID, often set once for the whole node in
+// vz.conf) is where the search starts, default 100000: the range is the
+// first start+k·65536 that overlaps no range another container under
+// Paths.PrivateBase() records, so no two containers share ids. It is
+// recorded and kept across restarts while the spec's bases stay the same.
 func (r *Runtime) allocate(c *spec.Container) (record, error) {
 	r.allocMu.Lock()
 	defer r.allocMu.Unlock()
@@ -150,34 +153,27 @@ func (r *Runtime) allocate(c *spec.Container) (record, error) {
 		rec.UIDBase, rec.GIDBase = 0, 0
 		return rec, writeRecordIfChanged(c.Private, old, rec)
 	}
-	switch {
-	case c.UIDBase != 0:
-		rec.UIDBase = c.UIDBase
-		rec.GIDBase = c.GIDBase
-		if rec.GIDBase == 0 {
-			rec.GIDBase = c.UIDBase
-		}
-	case rec.UIDBase != 0:
-		if c.GIDBase != 0 {
-			rec.GIDBase = c.GIDBase
-		}
-	default:
-		used, err := usedBases(r.paths.PrivateBase(), c.Private)
-		if err != nil {
-			return rec, fmt.Errorf("list id ranges: %w", err)
-		}
-		base, err := pickBase(used)
-		if err != nil {
-			return rec, err
-		}
-		rec.UIDBase, rec.GIDBase = base, base
-		if c.GIDBase != 0 {
-			rec.GIDBase = c.GIDBase
-		}
+	if rec.UIDBase != 0 && rec.GIDBase != 0 && rec.SpecUIDBase == c.UIDBase && rec.SpecGIDBase == c.GIDBase {
+		return rec, writeRecordIfChanged(c.Private, old, rec)
 	}
-	if rec.UIDBase == 0 || rec.GIDBase == 0 {
-		return rec, fmt.Errorf("container %s: id base 0 maps container root onto host root; use privileged", c.ID)
+	uids, gids, err := usedRanges(r.paths.PrivateBase(), c.Private)
+	if err != nil {
+		return rec, fmt.Errorf("list id ranges: %w", err)
 	}
+	ustart, gstart := c.UIDBase, c.GIDBase
+	if ustart == 0 {
+		ustart = firstBase
+	}
+	if gstart == 0 {
+		gstart = ustart
+	}
+	if rec.UIDBase, err = nextFree(ustart, uids); err != nil {
+		return rec, err
+	}
+	if rec.GIDBase, err = nextFree(gstart, gids); err != nil {
+		return rec, err
+	}
+	rec.SpecUIDBase, rec.SpecGIDBase = c.UIDBase, c.GIDBase
 	return rec, writeRecordIfChanged(c.Private, old, rec)
 }
 

@@ -534,9 +534,37 @@ func TestPrivilegedHardening(t *testing.T) {
 }
 
 func TestRecordsAndIDs(t *testing.T) {
-	used := map[uint32]bool{firstBase: true, firstBase + 2*idRange: true}
-	if b, err := pickBase(used); err != nil || b != firstBase+idRange {
-		t.Fatalf("pickBase = %d, %v", b, err)
+	used := []uint32{firstBase, firstBase + 2*idRange}
+	if b, err := nextFree(firstBase, used); err != nil || b != firstBase+idRange {
+		t.Fatalf("nextFree = %d, %v", b, err)
+	}
+	// An unaligned start never overlaps a recorded range.
+	if b, err := nextFree(firstBase+1000, used); err != nil || b != firstBase+1000+3*idRange {
+		t.Fatalf("nextFree(unaligned) = %d, %v", b, err)
+	}
+	// Two containers with the same spec base (a node-wide LOCAL_UID)
+	// get distinct ranges, each kept across restarts.
+	prefix := t.TempDir()
+	r := &Runtime{paths: spec.Paths{Prefix: prefix}}
+	mk := func(id string) *spec.Container {
+		c := &spec.Container{ID: id, UIDBase: 200000, Private: filepath.Join(prefix, "vz/private", id)}
+		os.MkdirAll(c.Private, 0o700)
+		return c
+	}
+	a, b := mk("a"), mk("b")
+	ra, err := r.allocate(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := r.allocate(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.UIDBase != 200000 || rb.UIDBase != 200000+idRange || ra.GIDBase != 200000 || rb.GIDBase != 200000+idRange {
+		t.Errorf("ranges %d/%d and %d/%d", ra.UIDBase, ra.GIDBase, rb.UIDBase, rb.GIDBase)
+	}
+	if again, _ := r.allocate(b); again.UIDBase != rb.UIDBase {
+		t.Errorf("range changed on restart: %d -> %d", rb.UIDBase, again.UIDBase)
 	}
 	st, zombie, err := procStartTime(os.Getpid())
 	if err != nil || st == 0 || zombie {
