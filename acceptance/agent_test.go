@@ -261,3 +261,17 @@ func assertNoLeaks(t *testing.T, n *node, running []string) {
 		}
 	}
 }
+
+func TestUnknownTemplateIsReportedAndChangesNothing(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	id := testutil.UniqueName("ct")
+	n.write(id+".hcl", strings.Replace(busybox(id, ""), `"busybox"`, `"no-such-os"`, 1))
+	n.waitFor("unknown template reported", 30*time.Second, func() bool {
+		cs, ok := n.ct(id)
+		return ok && strings.Contains(cs.ErrorAt, id+".hcl:2") && strings.Contains(cs.LastError, "busybox")
+	})
+	if _, err := os.Stat(filepath.Join(n.root, "vz/private", id)); !os.IsNotExist(err) {
+		t.Fatalf("a private area was made for an invalid file: %v", err)
+	}
+}

@@ -71,6 +71,7 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 	r := reconciler.New(reconciler.Config{
 		Paths:    g.paths,
 		Node:     node,
+		Load:     node.Load,
 		Log:      g.log,
 		Workers:  agentFlags.workers,
 		Resync:   agentFlags.resync,

@@ -134,7 +134,7 @@ func runPlan(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	defer closeNode()
-	plans, err := reconciler.Plans(ctx, reconciler.Config{Paths: g.paths, Node: node, Log: g.log})
+	plans, err := reconciler.Plans(ctx, reconciler.Config{Paths: g.paths, Node: node, Load: node.Load, Log: g.log})
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func destroyOffline(ctx context.Context, g *globals, ids []string, all bool) err
 		return err
 	}
 	defer closeNode()
-	r := reconciler.New(reconciler.Config{Paths: g.paths, Node: node, Log: g.log, NoWatch: true})
+	r := reconciler.New(reconciler.Config{Paths: g.paths, Node: node, Load: node.Load, Log: g.log, NoWatch: true})
 	if err := r.Snapshot(); err != nil {
 		return err
 	}

@@ -199,3 +199,36 @@ func (n *Node) Unmount(ctx context.Context, c *spec.Container) error {
 func (n *Node) Destroy(ctx context.Context, c *spec.Container) error {
 	return n.Images.Destroy(ctx, c)
 }
+
+// Load reads the desired state and adds what only the node can check:
+// template names must be known here. A container naming an unknown
+// template is an error of its file, like any other invalid value, so the
+// file's containers keep their last good spec.
+func (n *Node) Load() (*spec.Set, error) {
+	set, err := spec.Load(n.cfg.Paths)
+	if err != nil {
+		return nil, err
+	}
+	n.CheckTemplates(set)
+	return set, nil
+}
+
+// CheckTemplates turns unknown template names into errors of their files.
+func (n *Node) CheckTemplates(set *spec.Set) {
+	for id, c := range set.Containers {
+		if c.State == spec.StateDestroyed {
+			continue
+		}
+		if err := n.Templates.Validate(c); err != nil {
+			field := "ostemplate"
+			if _, ok := n.Templates.Lookup(c.OSTemplate); ok || c.OSTemplate == "" {
+				field = "templates"
+			}
+			set.Diags.Errorf(c.PosOf(field), "%v", err)
+			delete(set.Containers, id)
+			if f := set.Files[c.Source.File]; f != nil {
+				f.Failed = true
+			}
+		}
+	}
+}
