@@ -414,6 +414,9 @@ static void supervise(int argc, char **argv) {
 		_exit(255);
 	}
 	close(sync[0]);
+	// A report to an agent that died must not kill us (only here: an
+	// ignored signal would stay ignored in the container's init).
+	signal(SIGPIPE, SIG_IGN);
 	if (child < 0) {
 		dprintf(report, "error clone: %s\n", strerror(errno));
 		_exit(1);
