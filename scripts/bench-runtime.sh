@@ -35,20 +35,14 @@ chmod +x "$root/etc/init.d/rcS"
 echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
 echo 'root:x:0:' >"$root/etc/group"
 
-# vzd: the runtime package's test binary has a bench mode (the agent is a
-# long-running process, so start is measured inside it, as the agent does).
 go test -c -o "$work/runtime.test" ./actuators/runtime
-vzd_start=$(VZD_BENCH=start VZD_BENCH_ROOT=$root VZD_BENCH_N=$RUNS "$work/runtime.test" 2>/dev/null)
-vzd_ms=$(awk '/^median_ms/{print $2}' <<<"$vzd_start")
-
-median() { python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$1"; }
 
 # crun: an OCI bundle on the same root. crun refuses this host's hybrid
 # cgroup layout unless /sys/fs/cgroup/unified is unmounted, so it runs in a
 # private mount namespace (hyperfine inside it).
 mkdir -p "$work/bundle" "$work/bundle-userns"
 (cd "$work/bundle" && crun spec)
-python3 - "$work/bundle/config.json" "$root" "$work/bundle-userns/config.json" <<'EOF'
+python3 - "$work/bundle/config.json" "$root" "$work/bundle-userns/config.json" <<'EOF2'
 import json, sys
 c = json.load(open(sys.argv[1]))
 c["process"]["args"] = ["/bin/true"]
@@ -60,27 +54,51 @@ c["linux"]["namespaces"] += [{"type": "user"}, {"type": "cgroup"}]
 c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
 c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
 json.dump(c, open(sys.argv[3], "w"), indent=1)
-EOF
-unshare -m bash -c "umount /sys/fs/cgroup/unified && hyperfine -N --runs $RUNS --warmup 2 --export-json $work/crun.json 'crun run -b $work/bundle vzdbench-crun' >/dev/null 2>>$work/err.log && hyperfine -N --runs $RUNS --warmup 2 --export-json $work/crun-userns.json 'crun run -b $work/bundle-userns vzdbench-crunu' >/dev/null 2>>$work/err.log" || { cat $work/err.log >&2; exit 1; }
-crun_ms=$(median "$work/crun.json")
-crunu_ms=$(median "$work/crun-userns.json")
-
-# LXC
-cat >"$work/lxc.conf" <<EOF
+EOF2
+cat >"$work/lxc.conf" <<EOF2
 lxc.rootfs.path = dir:$root
 lxc.uts.name = bb
 lxc.net.0.type = empty
 lxc.apparmor.profile = unconfined
 lxc.mount.auto = proc:mixed sys:ro
-EOF
+EOF2
+crun_cmd="crun run -b $work/bundle vzdbench-crun"
+crunu_cmd="crun run -b $work/bundle-userns vzdbench-crunu"
 lxc_cmd="lxc-execute -n vzdbench -f $work/lxc.conf -P $work -- /bin/true"
-hyperfine -N --runs "$RUNS" --warmup 2 --export-json "$work/lxc.json" "$lxc_cmd" >/dev/null 2>&1
-lxc_ms=$(median "$work/lxc.json")
-
-# systemd-nspawn (no systemd PID 1 here: no registration, no scope)
+# No systemd PID 1 here: no registration, no scope.
 nspawn_cmd="systemd-nspawn -q -D $root --register=no --keep-unit /bin/true"
-hyperfine -N -i --runs "$RUNS" --warmup 2 --export-json "$work/nspawn.json" "$nspawn_cmd" >/dev/null 2>&1
-nspawn_ms=$(median "$work/nspawn.json")
+
+# The machine is shared: the runtimes take turns, ROUNDS rounds of
+# RUNS/ROUNDS starts each, and each median is over all its starts.
+ROUNDS=3
+per=$(( RUNS / ROUNDS ))
+: >"$work/vzd.times"
+for round in $(seq $ROUNDS); do
+	VZD_BENCH=start VZD_BENCH_ROOT=$root VZD_BENCH_N=$per "$work/runtime.test" 2>/dev/null |
+		awk '$1=="times_ms"{for(i=2;i<=NF;i++) print $i}' >>"$work/vzd.times"
+	unshare -m bash -c "umount /sys/fs/cgroup/unified && hyperfine -N --runs $per --warmup 1 --export-json $work/crun.$round.json '$crun_cmd' >/dev/null 2>>$work/err.log && hyperfine -N --runs $per --warmup 1 --export-json $work/crunu.$round.json '$crunu_cmd' >/dev/null 2>>$work/err.log" || { cat "$work/err.log" >&2; exit 1; }
+	hyperfine -N --runs "$per" --warmup 1 --export-json "$work/lxc.$round.json" "$lxc_cmd" >/dev/null 2>>"$work/err.log"
+	hyperfine -N -i --runs "$per" --warmup 1 --export-json "$work/nspawn.$round.json" "$nspawn_cmd" >/dev/null 2>>"$work/err.log"
+done
+# median NAME: over every run of every round, in ms
+median() {
+	python3 - "$work" "$1" <<'EOF2'
+import glob, json, statistics, sys
+work, name = sys.argv[1], sys.argv[2]
+if name == "vzd":
+    ts = [float(l) for l in open(f"{work}/vzd.times") if l.strip()]
+else:
+    ts = [t * 1000 for f in sorted(glob.glob(f"{work}/{name}.*.json")) for t in json.load(open(f))["results"][0]["times"]]
+print("%.2f" % statistics.median(ts))
+EOF2
+}
+vzd_ms=$(median vzd)
+crun_ms=$(median crun)
+crunu_ms=$(median crunu)
+lxc_ms=$(median lxc)
+nspawn_ms=$(median nspawn)
+vzd_min=$(sort -n "$work/vzd.times" | head -1)
+vzd_max=$(sort -n "$work/vzd.times" | tail -1)
 
 # 100 idle busybox containers.
 idle=$(VZD_BENCH=idle VZD_BENCH_ROOT=$root VZD_BENCH_N=$IDLE "$work/runtime.test" 2>/dev/null)
@@ -98,7 +116,7 @@ with other work: expect noise). Same busybox root (static busybox on a tmpfs) fo
 
 Time from "start" to the container's init, \`/bin/true\`, having run and exited; median of $RUNS.
 
-| runtime | median | vzd is | command |
+| runtime | median | vzd / peer | command |
 |---|---|---|---|
 | vzd (user ns + idmapped root, all 7 namespaces, cgroup, supervisor) | $vzd_ms ms | 1.00× | \`VZD_BENCH=start VZD_BENCH_ROOT=ROOT VZD_BENCH_N=$RUNS runtime.test\` (Runtime.Start until the supervisor recorded the exit) |
 | crun (default \`crun spec\`: no user or cgroup ns) | $crun_ms ms | $(ratio "$vzd_ms" "$crun_ms")× | \`hyperfine -N --runs $RUNS 'crun run -b BUNDLE ID'\` in \`unshare -m\` with \`/sys/fs/cgroup/unified\` unmounted |
@@ -109,7 +127,7 @@ Time from "start" to the container's init, \`/bin/true\`, having run and exited;
 vzd's figure is measured inside a running agent (its real cost: the agent is long-running), the
 peers' as a CLI process each; vzd's includes two re-executions of the vzd binary (supervisor, init
 stage), the idmapped clone of the root and moving into every v1 hierarchy.
-vzd min/max: $(awk '/^min_ms/{print $2}' <<<"$vzd_start") / $(awk '/^max_ms/{print $2}' <<<"$vzd_start") ms.
+vzd min/max: $vzd_min / $vzd_max ms. Runs: $RUNS per runtime, in $ROUNDS interleaved rounds.
 
 ## Idle busybox containers
 

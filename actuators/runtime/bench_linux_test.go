@@ -78,6 +78,11 @@ func benchMain(mode string) int {
 		}
 		slices.Sort(ds)
 		fmt.Printf("median_ms %.2f\nmin_ms %.2f\nmax_ms %.2f\n", ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]))
+		fmt.Printf("times_ms")
+		for _, d := range ds {
+			fmt.Printf(" %.3f", ms(d))
+		}
+		fmt.Println()
 	case "idle":
 		before, kbefore := memAvailable(), kernelMem()
 		var cs []*spec.Container
