@@ -361,3 +361,25 @@ func (c *Cache) Validate(ct *spec.Container) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Check reports, at the line that names them, the templates of cs this
+// node does not know. Destroyed containers need none.
+func (c *Cache) Check(cs ...*spec.Container) spec.Diagnostics {
+	var diags spec.Diagnostics
+	for _, ct := range cs {
+		if ct.State == spec.StateDestroyed {
+			continue
+		}
+		if ct.OSTemplate != "" {
+			if _, ok := c.Lookup(ct.OSTemplate); !ok {
+				diags.Errorf(ct.PosOf("ostemplate"), "%v", c.UnknownOSError(ct.OSTemplate))
+			}
+		}
+		for _, a := range ct.Templates {
+			if _, ok := c.AppLookup(a); !ok {
+				diags.Errorf(ct.PosOf("templates"), "%v", c.UnknownAppError(a))
+			}
+		}
+	}
+	return diags
+}

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"vzd/spec"
+	"vzd/templates"
 )
 
 type validateFlags struct {
@@ -158,6 +160,11 @@ func validatePaths(p spec.Paths, args []string, opt spec.ParseOptions) (spec.Dia
 			}
 			diags = append(diags, set.Diags...)
 			n += len(set.Containers)
+			cs := make([]*spec.Container, 0, len(set.Containers))
+			for _, c := range set.Containers {
+				cs = append(cs, c)
+			}
+			diags = append(diags, templateDiags(p, cs)...)
 			continue
 		}
 		data, err := readFileCapped(arg)
@@ -177,9 +184,16 @@ func validatePaths(p spec.Paths, args []string, opt spec.ParseOptions) (spec.Dia
 		n += len(cs)
 		if !fd.HasErrors() {
 			diags = append(diags, conflictsWithDir(p, global, arg, cs)...)
+			diags = append(diags, templateDiags(p, cs)...)
 		}
 	}
 	return diags, n, nil
+}
+
+// templateDiags reports template names this node does not know, as the
+// agent does (so `validate:` in Ansible refuses them before they land).
+func templateDiags(p spec.Paths, cs []*spec.Container) spec.Diagnostics {
+	return templates.NewCache(p, slog.New(slog.DiscardHandler)).Check(cs...)
 }
 
 // conflictsWithDir checks a file given on its own against the containers

@@ -216,19 +216,14 @@ func (n *Node) Load() (*spec.Set, error) {
 // CheckTemplates turns unknown template names into errors of their files.
 func (n *Node) CheckTemplates(set *spec.Set) {
 	for id, c := range set.Containers {
-		if c.State == spec.StateDestroyed {
+		diags := n.Templates.Check(c)
+		if len(diags) == 0 {
 			continue
 		}
-		if err := n.Templates.Validate(c); err != nil {
-			field := "ostemplate"
-			if _, ok := n.Templates.Lookup(c.OSTemplate); ok || c.OSTemplate == "" {
-				field = "templates"
-			}
-			set.Diags.Errorf(c.PosOf(field), "%v", err)
-			delete(set.Containers, id)
-			if f := set.Files[c.Source.File]; f != nil {
-				f.Failed = true
-			}
+		set.Diags = append(set.Diags, diags...)
+		delete(set.Containers, id)
+		if f := set.Files[c.Source.File]; f != nil {
+			f.Failed = true
 		}
 	}
 }
