@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,6 +84,35 @@ func benchMain(mode string) int {
 			fmt.Printf(" %.3f", ms(d))
 		}
 		fmt.Println()
+	case "debian":
+		// Start to `systemctl is-system-running` saying running or
+		// degraded, n times (a warm-up boot first), stopping in between.
+		c := mk(0, []string{spec.DefaultInit})
+		var ds []time.Duration
+		for i := range n + 1 {
+			t0 := time.Now()
+			if err := r.Start(ctx, c); err != nil {
+				fmt.Println(err)
+				return 1
+			}
+			booted := false
+			for end := time.Now().Add(2 * time.Minute); time.Now().Before(end) && !booted; time.Sleep(20 * time.Millisecond) {
+				var out strings.Builder
+				r.Exec(ctx, c, []string{"systemctl", "is-system-running"}, nil, &out, io.Discard, false)
+				s := strings.TrimSpace(out.String())
+				booted = s == "running" || s == "degraded"
+			}
+			d := time.Since(t0)
+			if err := r.Stop(ctx, c); err != nil || !booted {
+				fmt.Println("boot failed", err)
+				return 1
+			}
+			if i > 0 {
+				ds = append(ds, d)
+			}
+		}
+		slices.Sort(ds)
+		fmt.Printf("median_ms %.2f\nmin_ms %.2f\nmax_ms %.2f\n", ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]))
 	case "idle":
 		before, kbefore := memAvailable(), kernelMem()
 		var cs []*spec.Container

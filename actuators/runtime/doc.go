@@ -9,7 +9,8 @@
 //	            │                    uid/gid maps, report pids to the agent, then
 //	            │                    reap init, console → log (capped), exit.json,
 //	            │                    move to vzd-supervisors; ~150 KiB PSS
-//	            └─ init stage (C)    waits on the socket while the agent moves it
+//	            └─ init stage (C)    the clone child itself (no exec); waits on
+//	                                 the socket while the agent moves it
 //	                                 into the container's cgroups and sends the
 //	                                 root (open_tree clone + MOUNT_ATTR_IDMAP)
 //	                                 with a program built in Go (init_linux.go):

@@ -9,8 +9,9 @@
 //                        and copies its console to a size-capped log. No
 //                        Go runtime, so it stays small.
 //
-//   _VZD_ROLE=init       the init stage: runs the program the agent sends
-//                        (init_linux.go) and execs the container's init.
+//                        Its clone child is the init stage: it runs the
+//                        program the agent sends (init_linux.go) and execs
+//                        the container's init.
 //
 // Any other value (or none) returns to Go.
 #define _GNU_SOURCE
@@ -359,6 +360,8 @@ static void reap(pid_t init, int master) {
 
 // --- supervisor -----------------------------------------------------------
 
+static void init_stage(void);
+
 static int write_file(const char *path, const char *data) {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -406,12 +409,13 @@ static void supervise(int argc, char **argv) {
 		ioctl(0, TIOCSCTTY, 0);
 		dup2(sock, 3);
 		syscall(SYS_close_range, 4U, ~0U, 0U);
-		char *env[] = {"_VZD_ROLE=init", NULL};
-		char *args[] = {"vzd-init", argc > 1 ? argv[1] : "", NULL};
-		// Through /proc/self/exe: the container's root may not walk the
-		// host path of our binary.
-		execve("/proc/self/exe", args, env);
-		_exit(255);
+		// Nothing in the container may ptrace us or open our
+		// /proc/PID/exe (the host binary) until we exec its init.
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		// The init stage runs right here, in this single-threaded copy
+		// of the supervisor: no exec of the (large) vzd binary on the
+		// start path.
+		init_stage();
 	}
 	close(sync[0]);
 	// A report to an agent that died must not kill us (only here: an
@@ -580,6 +584,5 @@ __attribute__((constructor)) static void vzd_early(int argc, char **argv, char *
 		nsexec(argc, argv);
 	else if (strcmp(role, "supervise") == 0)
 		supervise(argc, argv);
-	else if (strcmp(role, "init") == 0)
-		init_stage();
+
 }

@@ -259,10 +259,18 @@ func (r *Runtime) Stop(ctx context.Context, c *spec.Container) error {
 				sig = syscall.SIGTERM
 			}
 			r.log.Info("stopping container", "container", c.ID, "pid", rec.Pid, "signal", int(sig), "timeout", timeout)
-			if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-				r.log.Warn("signal init", "container", c.ID, "err", err)
+			// An init that has not yet installed its handler does not
+			// see a signal from outside its pid namespace: send it
+			// again every second until init exits or time runs out.
+			deadline := time.Now().Add(timeout)
+			exited := false
+			for !exited && time.Now().Before(deadline) && ctx.Err() == nil {
+				if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+					r.log.Warn("signal init", "container", c.ID, "err", err)
+				}
+				exited = waitPidfd(ctx, pidfd, min(time.Second, time.Until(deadline)))
 			}
-			if !waitPidfd(ctx, pidfd, timeout) {
+			if !exited {
 				r.log.Warn("init did not stop in time, killing", "container", c.ID, "timeout", timeout)
 				_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
 			}

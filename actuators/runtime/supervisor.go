@@ -22,7 +22,6 @@ import (
 const (
 	envRole       = "_VZD_ROLE"
 	roleSupervise = "supervise" // C only: the per-container supervisor
-	roleInit      = "init"      // C only: stage 2 inside the new namespaces
 	roleNsexec    = "nsexec"    // C only: vzd exec
 )
 
