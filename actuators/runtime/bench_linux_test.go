@@ -39,7 +39,11 @@ func benchMain(mode string) int {
 	defer func() {
 		// Every container's cgroup, then the parent, whatever happened.
 		for i := range max(n, 1) {
-			cg.Remove(ctx, fmt.Sprintf("b%d", i))
+			id := fmt.Sprintf("b%d", i)
+			cg.Kill(ctx, id) // waits until the cgroup is empty
+			if err := cg.Remove(ctx, id); err != nil {
+				fmt.Fprintln(os.Stderr, "remove cgroup:", err)
+			}
 		}
 		for _, d := range cg.Dirs("x") {
 			os.Remove(filepath.Dir(d))
