@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 N_LAT=${N_LAT:-20}
 N_BULK=${N_BULK:-200}
 IDLE_S=${IDLE_S:-60}
-NOOP_RUNS=${NOOP_RUNS:-5}
+NOOP_RUNS=${NOOP_RUNS:-3}
 LXC_RUNS=${LXC_RUNS:-10}
 R=/var/tmp/vzd-bench-agent
 NS=vzdb-agent
@@ -59,7 +59,7 @@ cleanup() {
 		find "$conf" -maxdepth 1 -type f -exec mv -t "$R/conf.off" {} + 2>/dev/null
 	fi
 	if [ -x "$vzd" ] && [ -d "$R/vz" ]; then
-		timeout 300 "$vzd" destroy --all --yes "${flags[@]}" >/dev/null 2>&1 || say "destroy --all failed; forcing"
+		timeout 300 "$vzd" destroy --all --yes "${flags[@]}" >"$BIN/destroy.log" 2>&1 || { say "destroy --all failed (tail of $BIN/destroy.log below); forcing"; tail -n 5 "$BIN/destroy.log" >&2; }
 	fi
 	# Whatever is left: the containers' processes, supervisors, cgroups.
 	local d pid
@@ -191,7 +191,7 @@ def init_pid(id):
     return 0
 
 def running(st, id):
-    for c in st["containers"]:
+    for c in st["containers"] or []:
         if c["id"] == id:
             return c["actual"] == "running" and not c.get("last_error")
     return False
@@ -245,24 +245,36 @@ def latency(id, ip, timeout=120):
             if running(status(), id):
                 t_agent = time.monotonic() - t0
                 break
-            time.sleep(0.002)
+            time.sleep(0.005)
         else:
             time.sleep(0.001)
     if t_agent is None:
         sys.exit(f"{id}: not running after {timeout}s")
     time.sleep(0.05)  # the log line of the last step
     st = steps(id)
+    settle(time.time() - (time.monotonic() - t0))
     first = (st[0][1] - t0w) * 1000 if st else float("nan")
     return t_init * 1000, t_agent * 1000, first, {s: took for s, _, took in st}
+
+def settle(t0, timeout=60):
+    """Wait until the pass started by a file written at t0 is drained:
+    every container synced after t0."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cs = status()["containers"] or []
+        if all(c.get("synced") and ts(c["synced"]) >= t0 for c in cs):
+            return
+        time.sleep(0.05)
 
 def cmd_latency(ids):
     rows = []
     for i, id in enumerate(ids):
         ip = os.environ["IPBASE"] + str(i + 1)
-        rows.append((id,) + latency(id, ip))
-        time.sleep(0.3)  # let the agent settle between containers
-    for id, ti, ta, first, st in rows:
-        print(id, f"{ti:.1f}", f"{ta:.1f}", f"{first:.1f}", json.dumps(st))
+        known = len(status()["containers"] or [])
+        rows.append((id,) + latency(id, ip) + (known,))
+        time.sleep(0.2)
+    for id, ti, ta, first, st, known in rows:
+        print(id, f"{ti:.1f}", f"{ta:.1f}", f"{first:.1f}", known, json.dumps(st))
 
 def cmd_bulk(n):
     ids = [f"{prefix}c{i:03d}" for i in range(1, n + 1)]
@@ -327,10 +339,13 @@ def cmd_noop(runs):
         t0 = time.time()
         os.kill(agent, signal.SIGHUP)
         done = None
-        while time.time() < t0 + 60:
-            time.sleep(0.05)
+        while time.time() < t0 + 90:
+            time.sleep(0.2)
             st = status()
-            if st["passes"] > st0["passes"] and all(c.get("synced") and ts(c["synced"]) >= t0 for c in st["containers"]):
+            # Over when a pass loaded after the signal and every container
+            # was synced after that load (a resync pass started meanwhile
+            # is waited for too, and counted in the passes column).
+            if st["passes"] > st0["passes"] and ts(st["last_pass"]) >= t0 and all(c.get("synced") and ts(c["synced"]) >= ts(st["last_pass"]) for c in st["containers"]):
                 done = st
                 break
         if done is None:
@@ -339,7 +354,7 @@ def cmd_noop(runs):
         last = max(ts(c["synced"]) for c in done["containers"])
         loaded = ts(done["last_pass"])
         steps = sum(1 for line in list(open(os.path.join(root, "agent.log")))[nlog0:] if 'msg="step applied"' in line)
-        res.append(((last - t0) * 1000, (loaded - t0) * 1000, cpu * 1000, steps, len(done["containers"])))
+        res.append(((last - t0) * 1000, (loaded - t0) * 1000, cpu * 1000, steps, len(done["containers"]), done["passes"] - st0["passes"]))
     for r in res:
         print("run", " ".join(f"{x:.1f}" if isinstance(x, float) else str(x) for x in r))
     print(f"median_ms {statistics.median(r[0] for r in res):.1f}")
@@ -350,15 +365,30 @@ def cmd_noop(runs):
     print(f"steps {sum(r[3] for r in res)}")
     print(f"containers {res[-1][4]}")
 
+def pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+def cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return b""
+
+def ticks(pid):
+    try:
+        return cpu_ticks(pid)
+    except OSError:
+        return 0
+
 def cmd_idle(secs):
     st0 = status()
-    sups = [int(p) for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{p}/cmdline", "rb").read().startswith(b"vzd-supervisor\0" + prefix.encode())]
+    sups = [p for p in pids() if cmdline(p).startswith(b"vzd-supervisor\0" + prefix.encode())]
     a0 = cpu_ticks(agent)
-    s0 = sum(cpu_ticks(p) for p in sups)
+    s0 = sum(ticks(p) for p in sups)
     t0 = time.monotonic()
     time.sleep(secs)
     a1 = cpu_ticks(agent)
-    s1 = sum(cpu_ticks(p) for p in sups)
+    s1 = sum(ticks(p) for p in sups)
     el = time.monotonic() - t0
     st1 = status()
     print(f"seconds {el:.1f}")
@@ -369,6 +399,13 @@ def cmd_idle(secs):
     print(f"sup_cpu_s {(s1 - s0) / hz:.2f}")
     print(f"sup_pct {100 * (s1 - s0) / hz / el:.3f}")
     print(f"running {st1['running']}")
+    # The last resync pass of the window: from its load to its last sync.
+    lp = ts(st1["last_pass"])
+    sy = [ts(c["synced"]) for c in st1["containers"] if c.get("synced")]
+    if sy and min(sy) >= lp:
+        print(f"resync_pass_ms {(max(sy) - lp) * 1000:.0f}")
+    else:
+        print("resync_pass_ms n/a")
 
 cmd = sys.argv[1]
 if cmd == "latency":
@@ -382,6 +419,11 @@ elif cmd == "idle":
 EOF
 
 py() { R=$R CONF=$conf P=$P AGENT=$agent_pid IPBASE=${IPBASE:-} /usr/bin/python3 "$BIN/agentbench.py" "$@"; }
+
+# First, before any container runs here: the loop's own cost.
+say "loop alone: go test -bench"
+"$BIN/reconciler.test" -test.run '^$' -test.bench 'BenchmarkPass|BenchmarkStatus' -test.benchmem -test.count "${GOBENCH_COUNT:-5}" >"$BIN/gobench.txt"
+"$BIN/reconciler.test" -test.run '^$' -test.bench 'BenchmarkPassNoop200$' -test.count 3 -test.cpuprofile "$BIN/cpu.prof" >/dev/null
 
 say "start the agent"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -402,6 +444,11 @@ IPBASE=10.99.100. py latency "${ids[@]}" >"$BIN/lat.txt"
 say "bulk: $N_BULK containers at once"
 py bulk "$N_BULK" >"$BIN/bulk.txt"
 sleep 3
+
+say "latency with every container known: new IDs sorting last, then first"
+IPBASE=10.99.200. py latency "${P}z1" "${P}z2" "${P}z3" >"$BIN/latz.txt"
+IPBASE=10.99.201. py latency "${P}a1" "${P}a2" "${P}a3" >"$BIN/lata.txt"
+loops=$(ls /sys/block | grep -c '^loop')
 
 say "no-op passes"
 py noop "$NOOP_RUNS" >"$BIN/noop.txt"
@@ -431,10 +478,6 @@ fi
 
 say "idle CPU over $IDLE_S s"
 py idle "$IDLE_S" >"$BIN/idle.txt"
-
-say "loop alone: go test -bench"
-"$BIN/reconciler.test" -test.run '^$' -test.bench 'BenchmarkPass|BenchmarkStatus' -test.benchmem -test.count 5 >"$BIN/gobench.txt"
-"$BIN/reconciler.test" -test.run '^$' -test.bench 'BenchmarkPassNoop200$' -test.count 3 -test.cpuprofile "$BIN/cpu.prof" >/dev/null
 
 agent_rss_end=$(awk '/^VmRSS/{print $2}' "/proc/$agent_pid/status")
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -470,12 +513,12 @@ say "write $out"
 med() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % statistics.median(v)) if v else print("n/a")' "$@"; }
 mn() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % min(v))' "$@"; }
 mx() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % max(v))' "$@"; }
-col() { awk -v c="$1" '{print $c}' "$BIN/lat.txt"; }
+col() { awk -v c="$1" '{print $c}' "${2:-$BIN/lat.txt}"; }
 get() { awk -v k="$2" '$1==k{print $2}' "$BIN/$1.txt"; }
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 stepmed() { python3 - "$BIN/lat.txt" "$1" <<'EOF'
 import json, statistics, sys
-v = [json.loads(l.split(None, 4)[4]).get(sys.argv[2]) for l in open(sys.argv[1])]
+v = [json.loads(l.split(None, 5)[5]).get(sys.argv[2]) for l in open(sys.argv[1])]
 v = [x for x in v if x is not None]
 print("%.1f" % statistics.median(v) if v else "n/a")
 EOF
@@ -513,6 +556,21 @@ else
 	lxc_row="| LXC: did not run here (see $BIN/lxc.err of the run) | n/a | n/a |"
 fi
 
+# Figures for the bottleneck notes.
+slope=$(python3 - "$BIN/lat.txt" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+x = [float(r[4]) for r in rows]; y = [float(r[3]) for r in rows]
+print("%.1f" % statistics.linear_regression(x, y).slope if len(set(x)) > 1 else "n/a")
+EOF
+)
+pct() { awk -v f="$2" '$3 == f {print $1; exit}' <<<"$1"; }
+pct_find=$(pct "$perfrep" "vzd/actuators/image.findLoop"); pct_mounts=$(pct "$perfrep" "vzd/actuators/image.mountsAt")
+pct_observe=$(pct "$perfrep" "vzd/internal/node.(*Node).Observe")
+gpct() { awk -v f="$1" '$6 == f {print $5; exit}' <<<"$goprof"; }
+gpct_pub=$(gpct "vzd/reconciler.(*Reconciler).publish"); gpct_rec=$(gpct "vzd/reconciler.ListRecords")
+bop=$(grep -E '^BenchmarkPassNoop200(-[0-9]+)? ' "$BIN/gobench.txt" | awk '{printf "%.0f", $5/1048576; exit}')
+
 mkdir -p docs/bench
 cat >"$out" <<EOF
 # Agent benchmark
@@ -547,7 +605,8 @@ one routed address \`10.99.x.y/32\` on \`eth0\`. The timing helper (Python, writ
 ## File to running
 
 A file written with temp + rename into the config directory (what config management does), then polled.
-Median of $N_LAT containers written one after another (0.3 s apart), the busybox template image already built.
+Median of $N_LAT containers written one after another, the busybox template image already built; after each,
+the helper waits until the pass the file started is over (every container synced again), so samples do not overlap.
 
 | figure | median | min | max |
 |---|---:|---:|---:|
@@ -564,6 +623,22 @@ Where the time goes (median of each step's \`took\` in the agent's log, \`msg="s
 | limits (cgroups) | $(stepmed limits) ms |
 | start (supervisor, namespaces, idmapped root, init exec'd) | $(stepmed start) ms |
 | network (veth, address, route, proxy ARP, hostname/resolver files) | $(stepmed network) ms |
+
+Every file event makes a full pass: the agent re-reads every file and queues *every* known container in ID
+order, so a new container waits behind the no-op syncs of the containers whose IDs sort before it. The same
+measurement with every container of the next sections known ($(awk '{print $5}' "$BIN/latz.txt" | head -1) containers running), 3 samples each:
+
+| new container's ID | file to init exec'd (median, min, max) | file to first step | to reported running |
+|---|---:|---:|---:|
+| sorts after every other ID (\`${P}z1..3\`) | $(med $(col 2 "$BIN/latz.txt")) ms ($(mn $(col 2 "$BIN/latz.txt")) – $(mx $(col 2 "$BIN/latz.txt"))) | $(med $(col 4 "$BIN/latz.txt")) ms | $(med $(col 3 "$BIN/latz.txt")) ms |
+| sorts before every other ID (\`${P}a1..3\`) | $(med $(col 2 "$BIN/lata.txt")) ms ($(mn $(col 2 "$BIN/lata.txt")) – $(mx $(col 2 "$BIN/lata.txt"))) | $(med $(col 4 "$BIN/lata.txt")) ms | $(med $(col 3 "$BIN/lata.txt")) ms |
+
+Raw samples of the first $N_LAT (ID, ms to init exec'd, ms to reported running, ms to first step, containers known
+before the file was written, step durations):
+
+\`\`\`
+$(cat "$BIN/lat.txt")
+\`\`\`
 
 First container ever on this root (builds the busybox template image first, then as above; one sample):
 file to init exec'd $first_init ms, to reported running $first_agent ms, first step started after $first_first ms.
@@ -594,18 +669,20 @@ and the agent reports all running.
 
 ## A pass with nothing to do
 
-All $total containers ($N_BULK + $N_LAT + 1) running, no file changed. \`kill -HUP AGENT\` starts one pass (load every
+All $total containers ($N_BULK + $N_LAT + 7) running, no file changed. \`kill -HUP AGENT\` starts one pass (load every
 file, list every record, queue every container); it is over when every container's \`synced\` time in
 \`GET /status\` is after the signal. No step ran in these passes: $(get noop steps) \`step applied\` lines logged.
+Loop devices on the host during the passes (\`/sys/block/loop*\`, this node's and others'): $loops.
 
 | figure | median | min | max |
 |---|---:|---:|---:|
 | SIGHUP to every container synced (agent's own timestamps) | $noop_med ms | $(get noop min_ms) ms | $(get noop max_ms) ms |
 | of which SIGHUP to loaded (files parsed, records read, \`last_pass\`) | $(get noop median_load_ms) ms | | |
-| agent CPU per pass (utime+stime delta; includes the status polls) | $(get noop median_cpu_ms) ms | | |
+| agent CPU per pass (utime+stime delta; includes the status polls every 200 ms) | $(get noop median_cpu_ms) ms | | |
 | \`vzd plan --json\` (a process: load + records + observe + plan of every container) | $plan_med ms | $plan_min ms | $plan_max ms |
 
-Raw runs (pass ms, load ms, CPU ms, steps, containers):
+Raw runs (pass ms, load ms, CPU ms, steps, containers, passes started in the window: more than 1 means a
+resync pass overlapped, and the run lasted until it was over too):
 
 \`\`\`
 $(grep '^run' "$BIN/noop.txt")
@@ -652,7 +729,45 @@ $(get idle running) containers running, nothing changing, $(get idle seconds) s:
 |---|---:|
 | agent CPU | $(get idle agent_cpu_s) s = $idle_pct% of one CPU |
 | resync passes in the window (every 30 s) | $(get idle passes) |
+| the last pass before the end of the window, from its load to its last container synced (agent's timestamps) | $(get idle resync_pass_ms) ms |
 | all $(get idle supervisors) supervisors together | $(get idle sup_cpu_s) s = $(get idle sup_pct)% of one CPU |
+
+## Bottlenecks
+
+Found in this run's figures and profiles; the code named is where each lives.
+
+1. **The 100 ms debounce of file events** (\`reconciler/source.go\`, \`watcher.Run\` resets a timer on every event
+   and triggers when it fires; the default \`Config.Debounce\` of \`reconciler.New\`, which \`cmd/vzd/agent.go\` keeps).
+   Of the $lat_init ms from file to init, $lat_first ms pass before the first step starts, about 100 of them
+   waiting for quiet. Suggestion: trigger on the leading edge (the first event of a burst starts a pass at once,
+   later events of the burst are debounced), or debounce 10–20 ms: passes are idempotent, so a pass that misses
+   the tail of a burst costs one more pass and nothing else.
+2. **Every file event syncs every container, in ID order** (\`reconciler/reconciler.go\`, \`pass\`:
+   \`sort.Strings(sorted)\`, then \`q.Add\` of every known ID). A new container waits behind the no-op syncs of the
+   IDs that sort before it: file to first step grows by $slope ms per container known over the first $N_LAT samples,
+   and with every container known a new ID that sorts last waits $(med $(col 4 "$BIN/latz.txt")) ms for its first step, one that
+   sorts first $(med $(col 4 "$BIN/lata.txt")) ms. Suggestion: in \`pass\`, queue first the IDs that may need work as judged from memory
+   (no record, \`AppliedHash\` differs from the desired spec's hash, desired state differs, file failed), then the
+   rest; or let the watcher pass the changed file names and sync only their IDs, leaving the full relist to the
+   resync timer.
+3. **Observing one container costs O(loop devices + mounts), so a pass is O(n²)** (\`actuators/image/loop_linux.go\`:
+   \`findLoop\` calls \`Loops()\`, which reads four sysfs files of every \`/sys/block/loop*\` for every container;
+   \`actuators/image/mount_linux.go\`: \`mountsAt\` parses the whole \`/proc/self/mountinfo\` for every container).
+   In the perf profile of the no-op passes \`node.Observe\` is ${pct_observe:-?} of the agent's CPU, \`image.findLoop\`
+   ${pct_find:-?} and \`image.mountsAt\` ${pct_mounts:-?}, with $loops loop devices on the host. This is what makes a no-op
+   pass take $noop_med ms ($(get noop median_cpu_ms) ms of CPU) and the agent idle at $idle_pct% (the resync pass every
+   30 s). Suggestion: find the loop device from the mount already observed (the mount of the image names
+   \`/dev/loopN\` as its source: read only that device's \`loop/backing_file\` to confirm), or snapshot the loop
+   devices and mountinfo once per pass and observe every container from it; at least, read \`backing_file\`
+   first and \`dev\`/\`autoclear\`/\`dio\` only for the device that matches.
+4. **A whole status snapshot after every container synced** (\`reconciler/status.go\`: \`publish\` calls \`Status()\`,
+   which copies every \`ContainerStatus\` and \`sort.Slice\`s them by reflection, so a pass is O(n² log n); the agent's
+   status writer keeps one snapshot per 200 ms and drops the others): ${gpct_pub:-?} of the CPU of
+   \`BenchmarkPassNoop200\`, which allocates ${bop:-?} MiB per pass. Suggestion: make \`OnStatus\` a notification and
+   let the writer call \`Status()\` when its timer fires; sort pointers or IDs, not the structs.
+5. **Every pass re-reads and decodes every record** (\`reconciler/record.go\`, \`ListRecords\`: JSON holding up to
+   two whole specs each): ${gpct_rec:-?} of \`BenchmarkPassNoop200\`. The reconciler writes the records itself and
+   keeps them in memory: reading them at start (or when their mtime changes) would do.
 
 ## Commands
 
