@@ -1,15 +1,11 @@
 package reconciler
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 
-	"github.com/google/renameio/v2"
-
+	"vzd/internal/jsonfile"
 	"vzd/spec"
 )
 
@@ -53,16 +49,10 @@ func RecordPath(private string) string {
 
 // ReadRecord reads a record; a missing record is (nil, nil).
 func ReadRecord(private string) (*Record, error) {
-	b, err := os.ReadFile(RecordPath(private))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read record: %w", err)
-	}
 	var r Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("read record %s: %w", RecordPath(private), err)
+	found, err := jsonfile.Read(RecordPath(private), &r)
+	if err != nil || !found {
+		return nil, err
 	}
 	if r.Schema > recordSchema {
 		return nil, fmt.Errorf("record %s has schema %d, newer than this vzd (%d): upgrade vzd", RecordPath(private), r.Schema, recordSchema)
@@ -73,17 +63,7 @@ func ReadRecord(private string) (*Record, error) {
 // WriteRecord writes r atomically (renameio: temp file, fsync, rename).
 func WriteRecord(private string, r *Record) error {
 	r.Schema = recordSchema
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode record: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(private, RecordDir), 0o700); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
-	if err := renameio.WriteFile(RecordPath(private), b, 0o600); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
-	return nil
+	return jsonfile.Write(RecordPath(private), r)
 }
 
 // ListRecords finds the records under a private base: the containers vzd

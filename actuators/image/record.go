@@ -1,15 +1,9 @@
 package image
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 
-	"github.com/google/renameio/v2"
-
+	"vzd/internal/jsonfile"
 	"vzd/spec"
 )
 
@@ -34,32 +28,13 @@ func recordPath(c *spec.Container) string {
 // readRecord returns the record, or a zero record when there is none.
 func readRecord(c *spec.Container) (record, error) {
 	var r record
-	b, err := os.ReadFile(recordPath(c))
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, nil
-	}
-	if err != nil {
-		return r, err
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("parse %s: %w", recordPath(c), err)
-	}
-	return r, nil
+	_, err := jsonfile.Read(recordPath(c), &r)
+	return r, err
 }
 
 func writeRecord(c *spec.Container, r record) error {
 	r.Version = recordVersion
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(recordPath(c)), 0o700); err != nil {
-		return err
-	}
-	if err := renameio.WriteFile(recordPath(c), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", recordPath(c), err)
-	}
-	return nil
+	return jsonfile.Write(recordPath(c), r)
 }
 
 // setPending records (size > 0) or clears (size == 0) a pending resize.

@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
-
+	"vzd/internal/jsonfile"
 	"vzd/spec"
 )
 
@@ -72,31 +71,12 @@ func ConsoleLogPath(c *spec.Container) string {
 // readRecord returns the record, or a zero record when there is none.
 func readRecord(private string) (record, error) {
 	var r record
-	b, err := os.ReadFile(recordPath(private))
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, nil
-	}
-	if err != nil {
-		return r, err
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("parse %s: %w", recordPath(private), err)
-	}
-	return r, nil
+	_, err := jsonfile.Read(recordPath(private), &r)
+	return r, err
 }
 
 func writeRecord(private string, r record) error {
-	if err := os.MkdirAll(filepath.Join(private, stateDir), 0o700); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := renameio.WriteFile(recordPath(private), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", recordPath(private), err)
-	}
-	return nil
+	return jsonfile.Write(recordPath(private), r)
 }
 
 // writeRecordFast replaces the record atomically but without fsync: what
