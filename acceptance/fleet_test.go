@@ -228,6 +228,7 @@ func TestFleetAnsible(t *testing.T) {
 	for i := range f.nodes {
 		f.cts[i] = []fleetCT{{Name: id(i, "a")}, {Name: id(i, "b")}}
 	}
+	f.cts[2][1].State = "stopped" // created, not started
 
 	// First run: every node gets and runs exactly its containers.
 	rc := f.playOK()
@@ -247,6 +248,10 @@ func TestFleetAnsible(t *testing.T) {
 				t.Errorf("%s: mode %v owner %d, want 0644 root", fi.Name(), fi.Mode().Perm(), st.Uid)
 			}
 		}
+	}
+
+	if c, ok := f.nodes[2].ct(id(2, "b")); !ok || c.Actual != "stopped" {
+		t.Fatalf("%s declared stopped: %+v (present %v)", id(2, "b"), c, ok)
 	}
 
 	// Second run: Ansible changes nothing, and vzd does nothing either:

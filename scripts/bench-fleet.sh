@@ -223,6 +223,6 @@ mkdir -p docs/bench
 	echo "per node (each once when nothing is to wait for). Steps the agents applied during the"
 	echo "$nochange_runs no-change runs: $((steps_after - steps_before)) (the spec hashes are unchanged, so"
 	echo "nothing is planned). Run-to-run spread on this shared machine is large; the"
-	echo "no-change runs were: ${nochange[*]} s; the floor's: ${plain_nochange[*]} s."
+	echo "no-change runs were: $(printf '%.1f ' "${nochange[@]}")s; the floor's: $(printf '%.1f ' "${plain_nochange[@]}")s."
 } >"$out"
 echo "bench-fleet: wrote $out"
