@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -177,7 +178,7 @@ func TestDeleteKeepsDataDestroyRemovesAll(t *testing.T) {
 		_, err := os.Stat(filepath.Join(n.root, "vz/private", id))
 		return os.IsNotExist(err)
 	})
-	assertNoLeaks(t, n, nil)
+	assertNoLeaks(t, n, nil, id)
 }
 
 func TestAgentKilledAndRestartedTouchesNoContainer(t *testing.T) {
@@ -190,8 +191,8 @@ func TestAgentKilledAndRestartedTouchesNoContainer(t *testing.T) {
 	}
 	// All files at once, and the agent SIGKILLed at random moments while
 	// it converges them.
-	for _, id := range ids {
-		n.write(id+".hcl", busybox(id, ""))
+	for i, id := range ids {
+		n.write(id+".hcl", busybox(id, netIP(fmt.Sprintf("10.67.%d.%d/32", i/200, i%200+2))))
 	}
 	for range 3 {
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
@@ -233,14 +234,12 @@ func TestAgentKilledAndRestartedTouchesNoContainer(t *testing.T) {
 	assertNoLeaks(t, n, ids)
 }
 
-// assertNoLeaks checks that the loop devices, mounts and cgroups under the
-// node's root are exactly those of the running containers.
-func assertNoLeaks(t *testing.T, n *node, running []string) {
+// assertNoLeaks checks that what the node holds under its root is exactly
+// what its running containers need: one loop device and two mounts (the
+// image and the root view) each, a cgroup each, one host link per
+// interface; and nothing at all for the containers in gone.
+func assertNoLeaks(t *testing.T, n *node, running []string, gone ...string) {
 	t.Helper()
-	want := map[string]bool{}
-	for _, id := range running {
-		want[id] = true
-	}
 	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	attached := 0
 	for _, l := range loops {
@@ -252,13 +251,33 @@ func assertNoLeaks(t *testing.T, n *node, running []string) {
 	if attached != len(running) {
 		t.Errorf("%d loop devices attached for %d running containers", attached, len(running))
 	}
-	for _, ctrl := range []string{"memory", "cpu", "pids"} {
-		entries, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctrl, "vzd"))
-		for _, e := range entries {
-			if e.IsDir() && strings.HasPrefix(e.Name(), "ct") && !want[e.Name()] && strings.Contains(n.log(), e.Name()) {
-				t.Errorf("cgroup %s/vzd/%s left behind", ctrl, e.Name())
-			}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	mounted := 0
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], n.root) && !strings.Contains(f[1], "pfcache") {
+			mounted++
 		}
+	}
+	if mounted != 2*len(running) {
+		t.Errorf("%d mounts under the root for %d running containers", mounted, len(running))
+	}
+	for _, id := range running {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory/vzd", id)); err != nil {
+			t.Errorf("running %s has no cgroup: %v", id, err)
+		}
+	}
+	for _, id := range gone {
+		if dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/vzd", id)); len(dirs) > 0 {
+			t.Errorf("cgroups of %s left behind: %v", id, dirs)
+		}
+	}
+	out, err := exec.Command("ip", "-n", n.netns, "-o", "link", "show", "type", "veth").Output()
+	if err != nil {
+		t.Errorf("list links: %v", err)
+	}
+	if links := strings.Count(string(out), "\n"); links != len(running) {
+		t.Errorf("%d host links in the node namespace for %d running containers (one interface each):\n%s", links, len(running), out)
 	}
 }
 
