@@ -231,6 +231,9 @@ func (n *node) cleanup() {
 	if out, err := exec.CommandContext(ctx, vzdBin, args...).CombinedOutput(); err != nil {
 		n.t.Logf("destroy --all: %v\n%s", err, out)
 	}
+	// The file cache is the node's, not a container's: destroy leaves it
+	// mounted on purpose; a node being torn down unmounts it.
+	_ = syscall.Unmount(filepath.Join(n.root, "vz/pfcache/mnt"), 0)
 	forceClean(n.t, n.root)
 	_ = exec.Command("ip", "netns", "delete", n.netns).Run()
 }
