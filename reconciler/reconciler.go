@@ -67,6 +67,7 @@ type Reconciler struct {
 	firstPass map[string]bool // IDs still to sync before Synced
 	passes    int
 	lastPass  time.Time
+	reported  map[string]bool // rejections already logged; only the loop goroutine uses it
 }
 
 // New returns a Reconciler; Run starts it.
@@ -208,11 +209,19 @@ func (r *Reconciler) pass(ctx context.Context) {
 	if recErr != nil {
 		r.log.Warn("some container records are unreadable", "err", recErr)
 	}
+	// Say each rejection once, not on every resync.
+	seen := map[string]bool{}
 	for _, d := range set.Diags {
-		if d.Severity == spec.SeverityError {
+		if d.Severity != spec.SeverityError {
+			continue
+		}
+		key := d.String()
+		seen[key] = true
+		if !r.reported[key] {
 			r.log.Warn("config rejected", "pos", d.Pos.String(), "err", d.Message)
 		}
 	}
+	r.reported = seen
 
 	r.mu.Lock()
 	r.loaded = true
