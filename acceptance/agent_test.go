@@ -113,7 +113,18 @@ func TestSavesLikeEditorsAndToolsAndInvalidFiles(t *testing.T) {
 		t.Fatalf("an editor artefact was picked up: %+v", st)
 	}
 
-	// Truncate, then rewrite in two steps: nothing happens until valid.
+	// Truncated in place (an editor's first step): empty, it changes nothing.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("empty file reported", 30*time.Second, func() bool {
+		cs, _ := n.ct(id)
+		return strings.Contains(cs.LastError, "empty")
+	})
+	if cs, _ := n.ct(id); cs.Actual != "running" || cs.Pid != c.Pid || cs.Orphaned {
+		t.Fatalf("an empty file changed the container: %+v", cs)
+	}
+	// Then rewritten in two steps: nothing happens until valid.
 	if err := os.WriteFile(path, []byte("container \""+id+"\" {\n  memory { ram = "), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -126,6 +126,9 @@ type fakeConfig struct {
 	cts   map[string]*spec.Container
 	bad   map[string]string // id -> error message: the file is invalid
 	err   error
+	// anonymous broken files do not tell which containers they declare
+	// (an empty file).
+	anonymous bool
 }
 
 func newFakeConfig(root string) *fakeConfig {
@@ -184,6 +187,9 @@ func (fc *fakeConfig) load() (*spec.Set, error) {
 	for id, msg := range fc.bad {
 		path := filepath.Join(fc.paths.ConfigDir, id+".hcl")
 		s.Files[path] = &spec.File{Path: path, IDs: []string{id}, Failed: true}
+		if fc.anonymous {
+			s.Files[path].IDs = nil
+		}
 		s.Diags.Errorf(spec.Pos{File: path, Line: 3, Column: 9}, "%s", msg)
 	}
 	return s, nil

@@ -227,7 +227,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 	r.loaded = true
 	r.set = set
 	r.desired = set.Containers
-	r.failed = set.FailedIDs()
+	r.failed = failedIDs(set, recs)
 	// The records on disk are the truth: every change is written there
 	// before it is kept in memory.
 	r.records = recs
@@ -570,4 +570,17 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// failedIDs are the containers whose file failed: those it declares, as
+// far as the broken file tells, and those whose record says they came from
+// it (a truncated file tells nothing), unless a valid file declares them.
+func failedIDs(set *spec.Set, recs map[string]*Record) map[string]bool {
+	ids := set.FailedIDs()
+	for id, rec := range recs {
+		if f := set.Files[rec.ConfigFile]; f != nil && f.Failed && set.Containers[id] == nil {
+			ids[id] = true
+		}
+	}
+	return ids
 }

@@ -252,3 +252,21 @@ func TestDestroyRequestRefusesDeclared(t *testing.T) {
 	}
 	wantSteps(t, node, "web stop", "web teardown", "web unmount", "web destroy")
 }
+
+func TestTruncatedFileTellingNothingKeepsLastGoodSpec(t *testing.T) {
+	r, node, fc := newTest(t)
+	fc.put("web", nil)
+	passAndDrain(t, r)
+	node.steps()
+	// The file is empty for a moment: it fails and names no container;
+	// the record says the container came from it.
+	fc.breakFile("web", "file is empty")
+	fc.mu.Lock()
+	fc.anonymous = true
+	fc.mu.Unlock()
+	passAndDrain(t, r)
+	wantSteps(t, node)
+	if st := r.Status().Containers[0]; st.Orphaned || !strings.Contains(st.LastError, "empty") {
+		t.Fatalf("status: %+v", st)
+	}
+}

@@ -111,7 +111,8 @@ func (r *Reconciler) finishStatus(id string, in Input, err error) {
 	if r.failed[id] && r.set != nil {
 		// The file is invalid: say where, whatever else happened.
 		for path, f := range r.set.Files {
-			if !f.Failed || !contains(f.IDs, id) {
+			fromRecord := in.Record != nil && in.Record.ConfigFile == path
+			if !f.Failed || (!contains(f.IDs, id) && !fromRecord) {
 				continue
 			}
 			for _, d := range r.set.Diags {
@@ -201,7 +202,7 @@ func (r *Reconciler) Snapshot() error {
 	}
 	recs, _ := ListRecords(r.cfg.Paths.PrivateBase())
 	r.mu.Lock()
-	r.set, r.desired, r.failed, r.records = set, set.Containers, set.FailedIDs(), recs
+	r.set, r.desired, r.failed, r.records = set, set.Containers, failedIDs(set, recs), recs
 	r.mu.Unlock()
 	return nil
 }

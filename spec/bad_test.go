@@ -55,6 +55,9 @@ func TestBadInputs(t *testing.T) {
 		{"mtu", "a.hcl", "container \"a\" {\n  network {\n    interface \"eth0\" {\n      mtu = 70000\n    }\n  }\n}\n", 4, "mtu 70000 is out of range"},
 		{"unknown block", "a.hcl", "container \"a\" {\n  gpu {\n  }\n}\n", 2, "Unsupported block type"},
 		{"cpu limit over count", "101.conf", "CPUS=1\nCPULIMIT=200\n", 2, "more than 1 CPUs can give"},
+		{"empty hcl (truncated by an editor)", "a.hcl", "", 0, "file is empty"},
+		{"empty legacy", "101.conf", "\n  \n", 0, "file is empty"},
+		{"hcl with no blocks", "a.hcl", "# container \"a\" {\n", 0, "no container blocks"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -228,6 +228,15 @@ func parseFile(file string, data []byte, p Paths, g *Global, opt ParseOptions) (
 		diags.Errorf(Pos{File: file}, "file is larger than %d bytes", MaxFileSize)
 		return nil, nil, diags
 	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		// An editor that truncates and rewrites in place leaves the
+		// file empty for a moment; an empty legacy file would otherwise
+		// be a container of nothing but defaults, an empty HCL file one
+		// that declares nothing (its containers would stop). Removing a
+		// container is done by removing its file.
+		diags.Errorf(Pos{File: file}, "file is empty (still being written?); it changes nothing until it has content: remove the file to remove its containers")
+		return nil, nil, diags
+	}
 	format := opt.Format
 	if format == "" {
 		switch {
@@ -243,7 +252,9 @@ func parseFile(file string, data []byte, p Paths, g *Global, opt ParseOptions) (
 	case FormatHCL:
 		cs, ids, diags = ParseHCL(file, data, g, p)
 		if len(cs) == 0 && !diags.HasErrors() {
-			diags.Warnf(Pos{File: file}, "no container blocks")
+			// Like an empty file: half-written, or everything commented
+			// out. Either way its containers keep their last good spec.
+			diags.Errorf(Pos{File: file}, "no container blocks (half-written?); it changes nothing: remove the file to remove its containers")
 		}
 		ids := map[string]bool{}
 		for _, c := range cs {
