@@ -258,11 +258,21 @@ func (r *Reconciler) pass(ctx context.Context) {
 	r.lastPass = time.Now()
 	r.mu.Unlock()
 
+	// Containers whose spec changed go first, so a new or edited file
+	// does not wait behind the no-op syncs of every other container.
 	sorted := make([]string, 0, len(ids))
+	changed := map[string]bool{}
 	for id := range ids {
 		sorted = append(sorted, id)
+		d, rec := set.Containers[id], recs[id]
+		changed[id] = d != nil && (rec == nil || rec.AppliedHash != d.Hash())
 	}
-	sort.Strings(sorted)
+	sort.Slice(sorted, func(i, j int) bool {
+		if changed[sorted[i]] != changed[sorted[j]] {
+			return changed[sorted[i]]
+		}
+		return sorted[i] < sorted[j]
+	})
 	for _, id := range sorted {
 		r.q.Add(id)
 	}

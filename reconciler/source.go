@@ -63,12 +63,19 @@ func (w *watcher) Watch(dirs []string) {
 	}
 }
 
+// renameDelay is how long a lone Create waits. A file renamed into place
+// (how config tools and most editors save) arrives as one Create and is
+// complete, so it need not wait the whole debounce; a file being written
+// in place also sends Write events, which restart the full debounce.
+const renameDelay = 5 * time.Millisecond
+
 // Run calls trigger once per burst of events, debounce after the last
-// one, until ctx ends.
+// one (renameDelay after a lone Create), until ctx ends.
 func (w *watcher) Run(ctx context.Context, trigger func()) {
 	defer w.fsw.Close()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	slow := false // an event of the burst asked for the full debounce
 	for {
 		select {
 		case <-ctx.Done():
@@ -91,6 +98,11 @@ func (w *watcher) Run(ctx context.Context, trigger func()) {
 				}
 				w.mu.Unlock()
 			}
+			if ev.Op == fsnotify.Create && !slow {
+				timer.Reset(renameDelay)
+				continue
+			}
+			slow = true
 			timer.Reset(w.debounce)
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
@@ -100,6 +112,7 @@ func (w *watcher) Run(ctx context.Context, trigger func()) {
 			w.log.Warn("file watch error", "err", err)
 			timer.Reset(w.debounce)
 		case <-timer.C:
+			slow = false
 			trigger()
 		}
 	}
