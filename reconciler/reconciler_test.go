@@ -49,6 +49,9 @@ func TestNewContainerConvergesThenNothingToDo(t *testing.T) {
 	fc.put("web", nil)
 	passAndDrain(t, r)
 	wantSteps(t, node, "web create-image", "web mount", "web limits", "web start", "web network")
+	if got, want := r.Status().Containers[0].AppliedHash, fc.cts["web"].Hash(); got != want {
+		t.Fatalf("status shows applied hash %q right after the first sync, want %q", got, want)
+	}
 	passAndDrain(t, r)
 	wantSteps(t, node) // rewriting nothing, observing the same: no work
 	select {

@@ -92,11 +92,14 @@ func (r *Reconciler) finishStatus(id string, in Input, err error) {
 		st.Name = in.Desired.Name
 		st.File = in.Desired.Source.File
 	}
-	if in.Record != nil {
-		st.AppliedHash = in.Record.AppliedHash
+	// The record as this sync left it, not as it found it.
+	if rec := r.records[id]; rec != nil {
+		st.AppliedHash = rec.AppliedHash
 		if st.File == "" {
-			st.File = in.Record.ConfigFile
+			st.File = rec.ConfigFile
 		}
+	} else {
+		st.AppliedHash = ""
 	}
 	if _, ok := r.records[id]; !ok && in.Desired != nil && in.Desired.State == spec.StateDestroyed && err == nil {
 		st.Actual = "absent"
