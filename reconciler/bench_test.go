@@ -27,7 +27,7 @@ func newBench(b *testing.B, n int, load func(root string) func() (*spec.Set, err
 	fc := newFakeConfig(root)
 	node := newFakeNode()
 	cfg := Config{Paths: fc.paths, Node: node, Load: fc.load, NoWatch: true, BootID: "boot-1",
-		BackoffBase: time.Hour, BackoffMax: time.Hour, OnStatus: func(Status) {}}
+		BackoffBase: time.Hour, BackoffMax: time.Hour, OnChange: func() {}}
 	if load != nil {
 		cfg.Load = load(root)
 	} else {

@@ -38,9 +38,10 @@ type Config struct {
 	// Progress is called whenever the loop makes progress (a pass loaded,
 	// a container synced); the systemd watchdog beats from it.
 	Progress func()
-	// OnStatus is called after each change of status (for status.json and
-	// sd_notify STATUS=).
-	OnStatus func(Status)
+	// OnChange is called after each change of status (for status.json
+	// and sd_notify STATUS=); the callee reads Status when it needs it,
+	// so a pass over n containers does not build n snapshots.
+	OnChange func()
 	// OnPass is called after each pass has loaded the config and queued
 	// the containers (a reload is complete then).
 	OnPass func()

@@ -191,8 +191,8 @@ func (r *Reconciler) Status() Status {
 }
 
 func (r *Reconciler) publish() {
-	if r.cfg.OnStatus != nil {
-		r.cfg.OnStatus(r.Status())
+	if r.cfg.OnChange != nil {
+		r.cfg.OnChange()
 	}
 }
 

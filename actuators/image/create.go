@@ -29,6 +29,8 @@ import (
 // a link to the container's config file. On failure nothing is left that
 // this call made: a private area it created is removed again.
 func (a *Actuator) Create(ctx context.Context, c *spec.Container, srcImage string) (retErr error) {
+	a.kernelChanged()
+	defer a.kernelChanged()
 	if err := checkContainer(c); err != nil {
 		return err
 	}

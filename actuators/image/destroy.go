@@ -21,6 +21,8 @@ import (
 // with nothing mounted below it; links inside are removed, never followed.
 // An absent private area is nil.
 func (a *Actuator) Destroy(ctx context.Context, c *spec.Container) error {
+	a.kernelChanged()
+	defer a.kernelChanged()
 	if err := checkContainer(c); err != nil {
 		return err
 	}

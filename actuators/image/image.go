@@ -123,6 +123,13 @@ type Actuator struct {
 	setCapacity func(dev string) error
 	loopControl string
 
+	// snap caches the node-wide views Observe needs (every loop device,
+	// every mount), so that observing n containers in one pass reads them
+	// once, not n times (see snapshot).
+	snapMu sync.Mutex
+	snap   *kernelSnapshot
+	gen    atomic.Uint64
+
 	// forcedDetach counts loop devices Unmount had to clear itself
 	// because autoclear had not released them; tests expect none.
 	forcedDetach atomic.Int64

@@ -98,6 +98,8 @@ func (BindMounter) UnmountRoot(ctx context.Context, c *spec.Container) error {
 // make c.Root. Each part already done (found in the kernel) is skipped, so
 // an image is never attached twice. A missing image wraps ErrNoImage.
 func (a *Actuator) Mount(ctx context.Context, c *spec.Container) error {
+	a.kernelChanged()
+	defer a.kernelChanged()
 	if err := checkContainer(c); err != nil {
 		return err
 	}
@@ -229,6 +231,8 @@ func (a *Actuator) prepareOffline(ctx context.Context, c *spec.Container, img st
 // sure the loop device is gone. Absent parts are skipped; an absent
 // container is nil.
 func (a *Actuator) Unmount(ctx context.Context, c *spec.Container) error {
+	a.kernelChanged()
+	defer a.kernelChanged()
 	if err := checkContainer(c); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 
@@ -42,21 +43,18 @@ func (a *Actuator) Observe(ctx context.Context, c *spec.Container) (State, error
 			return st, err
 		}
 	}
-	loop, attached, err := findLoop(img)
+	snap, err := a.snapshot()
 	if err != nil {
 		return st, err
 	}
+	loop, attached := snap.loops[realPath(img)]
 	if attached {
 		st.Attached, st.LoopDev, st.DevNumber = true, loop.Dev, loop.Number
 	}
-	ms, err := mountsAt(stagingPath(c), c.Root)
-	if err != nil {
-		return st, err
-	}
-	if m, ok := ms[stagingPath(c)]; ok && attached && devNumber(m) == loop.Number {
+	if m, ok := snap.mounts[realPath(stagingPath(c))]; ok && attached && devNumber(m) == loop.Number {
 		st.Mounted = true
 	}
-	_, st.RootMounted = ms[c.Root]
+	_, st.RootMounted = snap.mounts[realPath(c.Root)]
 	r, err := readRecord(c)
 	if err != nil {
 		return st, err
@@ -146,4 +144,49 @@ func (a *Actuator) Attached(ctx context.Context) (map[string]State, error) {
 		out[f.ID] = st
 	}
 	return out, nil
+}
+
+// kernelSnapshot is every bound loop device (by backing file) and every
+// mount (by mount point, the top one) at one moment.
+type kernelSnapshot struct {
+	at     time.Time
+	gen    uint64
+	loops  map[string]Loop
+	mounts map[string]*mountinfo.Info
+}
+
+// snapshotTTL bounds how stale a snapshot may be. Changes made through
+// this Actuator invalidate it at once; a change made by someone else is
+// seen within this time, and the loop is level-triggered anyway.
+const snapshotTTL = 250 * time.Millisecond
+
+// kernelChanged invalidates the snapshot: this Actuator is changing
+// loop devices or mounts.
+func (a *Actuator) kernelChanged() { a.gen.Add(1) }
+
+// snapshot returns a fresh enough view of loop devices and mounts.
+func (a *Actuator) snapshot() (*kernelSnapshot, error) {
+	a.snapMu.Lock()
+	defer a.snapMu.Unlock()
+	gen := a.gen.Load()
+	if s := a.snap; s != nil && s.gen == gen && time.Since(s.at) < snapshotTTL {
+		return s, nil
+	}
+	loops, err := Loops()
+	if err != nil {
+		return nil, err
+	}
+	infos, err := mountinfo.GetMounts(nil)
+	if err != nil {
+		return nil, err
+	}
+	s := &kernelSnapshot{at: time.Now(), gen: gen, loops: map[string]Loop{}, mounts: map[string]*mountinfo.Info{}}
+	for _, l := range loops {
+		s.loops[l.BackingFile] = l
+	}
+	for _, m := range infos { // in mount order: the last one is on top
+		s.mounts[m.Mountpoint] = m
+	}
+	a.snap = s
+	return s, nil
 }

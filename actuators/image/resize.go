@@ -49,6 +49,8 @@ func decideResize(cur, want uint64, attached, mounted bool) resizeAction {
 // what the data needs is refused with ErrDoesNotFit. The inode count is
 // fixed at creation: resize2fs only adds or removes whole block groups.
 func (a *Actuator) Resize(ctx context.Context, c *spec.Container) (pending bool, err error) {
+	a.kernelChanged()
+	defer a.kernelChanged()
 	if err := checkContainer(c); err != nil {
 		return false, err
 	}

@@ -68,7 +68,8 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 	}
 	sw := newStatusWriter(g)
 	var reloading atomic.Bool
-	r := reconciler.New(reconciler.Config{
+	var r *reconciler.Reconciler
+	r = reconciler.New(reconciler.Config{
 		Paths:    g.paths,
 		Node:     node,
 		Load:     node.Load,
@@ -76,7 +77,7 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 		Workers:  agentFlags.workers,
 		Resync:   agentFlags.resync,
 		Progress: wd.Beat,
-		OnStatus: sw.update,
+		OnChange: func() { sw.update(r.Status) },
 		OnPass: func() {
 			if reloading.CompareAndSwap(true, false) {
 				_ = systemd.Ready()
@@ -133,23 +134,24 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 	return err
 }
 
-// statusWriter writes status.json atomically and sends STATUS= at most a
-// few times a second, whatever the rate of updates.
+// statusWriter writes status.json atomically and sends STATUS= at most
+// five times a second, whatever the rate of changes; the status itself is
+// built only when written.
 type statusWriter struct {
-	path string
-	mu   sync.Mutex
-	last reconciler.Status
-	tmr  *time.Timer
+	path   string
+	mu     sync.Mutex
+	source func() reconciler.Status
+	tmr    *time.Timer
 }
 
 func newStatusWriter(g *globals) *statusWriter {
 	return &statusWriter{path: filepath.Join(g.paths.RunDir(), "status.json")}
 }
 
-func (w *statusWriter) update(s reconciler.Status) {
+func (w *statusWriter) update(source func() reconciler.Status) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.last = s
+	w.source = source
 	if w.tmr == nil {
 		w.tmr = time.AfterFunc(200*time.Millisecond, w.flush)
 	}
@@ -157,9 +159,13 @@ func (w *statusWriter) update(s reconciler.Status) {
 
 func (w *statusWriter) flush() {
 	w.mu.Lock()
-	s := w.last
+	source := w.source
 	w.tmr = nil
 	w.mu.Unlock()
+	if source == nil {
+		return
+	}
+	s := source()
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
 		_ = renameio.WriteFile(w.path, b, 0o644)
