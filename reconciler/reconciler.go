@@ -134,7 +134,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	var w *watcher
 	if !r.cfg.NoWatch {
 		var err error
-		if w, err = newWatcher(r.log, r.cfg.Debounce); err != nil {
+		if w, err = newWatcher(r.log, r.cfg.Debounce, r.cfg.Paths.ConfigDir); err != nil {
 			return fmt.Errorf("watch config directory: %w", err)
 		}
 		w.Watch(r.watchDirs())

@@ -10,26 +10,29 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"vzd/spec"
 )
 
 // watcher turns file system events in the watched directories into
 // triggers. It only says "look again": the loop re-reads every file, so a
 // lost or coalesced event costs at most one resync interval.
 type watcher struct {
-	log      *slog.Logger
-	debounce time.Duration
-	fsw      *fsnotify.Watcher
+	log       *slog.Logger
+	debounce  time.Duration
+	configDir string // events on names the loader ignores here are dropped
+	fsw       *fsnotify.Watcher
 
 	mu      sync.Mutex
 	watched map[string]bool
 }
 
-func newWatcher(log *slog.Logger, debounce time.Duration) (*watcher, error) {
+func newWatcher(log *slog.Logger, debounce time.Duration, configDir string) (*watcher, error) {
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	return &watcher{log: log, debounce: debounce, fsw: fsw, watched: map[string]bool{}}, nil
+	return &watcher{log: log, debounce: debounce, configDir: filepath.Clean(configDir), fsw: fsw, watched: map[string]bool{}}, nil
 }
 
 // Watch makes sure dirs are watched (the config directory, the directory
@@ -87,6 +90,12 @@ func (w *watcher) Run(ctx context.Context, trigger func()) {
 			// Chmod alone changes no content; a mode change that makes a
 			// file unsafe is still seen at the next resync.
 			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			// Temp files, swap files and backups in the config
+			// directory are never read: their events must not hold
+			// back the rename that puts the real file in place.
+			if filepath.Dir(ev.Name) == w.configDir && !spec.IsContainerFile(filepath.Base(ev.Name)) {
 				continue
 			}
 			if ev.Op&fsnotify.Remove != 0 || ev.Op&fsnotify.Rename != 0 {

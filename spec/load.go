@@ -53,6 +53,13 @@ func classify(name string) (format Format, ignored string) {
 	return "", "not a container file (*.hcl, <UUID>.conf, <CTID>.conf)"
 }
 
+// IsContainerFile reports whether a name in the config directory is one
+// the loader reads (the watcher ignores events on the others).
+func IsContainerFile(name string) bool {
+	_, ignored := classify(name)
+	return ignored == ""
+}
+
 // source abstracts how the loader reads the config directory, so unit
 // tests can use fstest.MapFS while the agent uses the real directory
 // (where ownership and symlinks matter).
