@@ -51,6 +51,32 @@ func (q *queue) addLocked(key string) {
 	q.cond.Signal()
 }
 
+// AddFirst queues key at the front, moving it there when it is queued
+// already: a container whose spec changed must not wait behind the no-op
+// syncs left over from an earlier pass.
+func (q *queue) AddFirst(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	if q.processing[key] {
+		q.dirty[key] = true
+		return
+	}
+	if q.queued[key] {
+		for i, k := range q.order {
+			if k == key {
+				q.order = append(q.order[:i], q.order[i+1:]...)
+				break
+			}
+		}
+	}
+	q.queued[key] = true
+	q.order = append([]string{key}, q.order...)
+	q.cond.Signal()
+}
+
 // AddAfter queues key after d, unless an earlier retry is already set.
 func (q *queue) AddAfter(key string, d time.Duration) {
 	q.mu.Lock()

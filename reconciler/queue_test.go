@@ -75,3 +75,21 @@ func TestBackoffIsCappedAndResets(t *testing.T) {
 		t.Fatalf("after reset %v", d)
 	}
 }
+
+func TestQueueAddFirst(t *testing.T) {
+	q := newQueue()
+	defer q.Close()
+	q.Add("a")
+	q.Add("b")
+	q.AddFirst("c")
+	q.AddFirst("b") // queued already: moved to the front
+	var got []string
+	for range 3 {
+		k, _ := q.Get()
+		got = append(got, k)
+		q.Done(k)
+	}
+	if got[0] != "b" || got[1] != "c" || got[2] != "a" {
+		t.Fatalf("order %v, want [b c a]", got)
+	}
+}

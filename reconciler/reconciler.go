@@ -274,8 +274,15 @@ func (r *Reconciler) pass(ctx context.Context) {
 		}
 		return sorted[i] < sorted[j]
 	})
+	for i := len(sorted) - 1; i >= 0; i-- {
+		if changed[sorted[i]] {
+			r.q.AddFirst(sorted[i])
+		}
+	}
 	for _, id := range sorted {
-		r.q.Add(id)
+		if !changed[id] {
+			r.q.Add(id)
+		}
 	}
 	if first && len(ids) == 0 {
 		r.closeSynced()
