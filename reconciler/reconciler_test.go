@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"os"
 	"errors"
 	"slices"
 	"strings"
@@ -52,8 +53,15 @@ func TestNewContainerConvergesThenNothingToDo(t *testing.T) {
 	if got, want := r.Status().Containers[0].AppliedHash, fc.cts["web"].Hash(); got != want {
 		t.Fatalf("status shows applied hash %q right after the first sync, want %q", got, want)
 	}
+	before, err := os.Stat(RecordPath(fc.cts["web"].Private))
+	if err != nil {
+		t.Fatal(err)
+	}
 	passAndDrain(t, r)
 	wantSteps(t, node) // rewriting nothing, observing the same: no work
+	if after, err := os.Stat(RecordPath(fc.cts["web"].Private)); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("a no-op pass rewrote the record: %v", err)
+	}
 	select {
 	case <-r.Synced():
 	default:
