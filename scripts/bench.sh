@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every scripts/bench-*.sh (each writes docs/bench/<area>.md) and
 # assembles docs/BENCHMARKS.md from them. Run as root: `make bench`.
-# BENCH_ONLY=image,network runs a subset.
+# BENCH_ONLY=image,network runs a subset; --assemble only rebuilds
+# docs/BENCHMARKS.md from the sections already written.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs/bench
 failed=()
-for s in scripts/bench-*.sh; do
+[ "${1:-}" = --assemble ] || for s in scripts/bench-*.sh; do
 	area=$(basename "$s" .sh); area=${area#bench-}
 	if [ -n "${BENCH_ONLY:-}" ] && [[ ",$BENCH_ONLY," != *",$area,"* ]]; then continue; fi
 	echo "== bench $area"
@@ -24,7 +25,8 @@ done
 	echo "The machines are noisy: compare the ratios against the peer measured in the same run."
 	for f in docs/bench/*.md; do
 		echo
-		sed 's/^# /## /' "$f"
+		# One heading level down, outside code blocks.
+		awk '/^```/ {code = !code} !code && /^#/ {$0 = "#" $0} {print}' "$f"
 	done
 } > docs/BENCHMARKS.md
 echo "wrote docs/BENCHMARKS.md"
