@@ -670,9 +670,9 @@ Where the time goes (median of each step's \`took\` in the agent's log, \`msg="s
 | start (supervisor, namespaces, idmapped root, init exec'd) | $(stepmed start) ms |
 | network (veth, address, route, proxy ARP, hostname/resolver files) | $(stepmed network) ms |
 
-Every file event makes a full pass: the agent re-reads every file and queues *every* known container in ID
-order, so a new container waits behind the no-op syncs of the containers whose IDs sort before it. The same
-measurement with every container of the next sections known ($(awk '{print $5}' "$BIN/latz.txt" | head -1) containers running), 3 samples each:
+Every file event makes a full pass: the agent re-reads every file and queues *every* known container, those
+whose spec changed first, then the others in ID order. The same measurement (temp file in the directory) with
+every container of the next sections known ($(awk '{print $5}' "$BIN/latz.txt" | head -1) containers running), 3 samples each:
 
 | new container's ID | file to init exec'd (median, min, max) | file to first step | to reported running |
 |---|---:|---:|---:|
@@ -821,7 +821,7 @@ Found in this run's figures and profiles; the code named is where each lives.
 ## Commands
 
 \`\`\`sh
-scripts/bench-agent.sh            # all of the above; N_LAT, N_BULK, IDLE_S, NOOP_RUNS, LXC_RUNS override the sizes
+scripts/bench-agent.sh            # all of the above; N_LAT, N_LAT2, N_BULK, IDLE_S, NOOP_RUNS, LXC_RUNS, GOBENCH_COUNT override the sizes
 go build -o $BIN/vzd ./cmd/vzd
 ip netns add $NS
 setsid $BIN/vzd agent ${flags[*]} >$R/agent.log 2>&1 &
