@@ -607,6 +607,8 @@ EOF
 pct() { awk -v f="$2" '$3 == f {print $1; exit}' <<<"$1"; }
 pct_find=$(pct "$perfrep" "vzd/actuators/image.findLoop"); pct_mounts=$(pct "$perfrep" "vzd/actuators/image.mountsAt")
 pct_observe=$(pct "$perfrep" "vzd/internal/node.(*Node).Observe")
+pct_rt=$(pct "$perfrep" "vzd/actuators/runtime.(*Runtime).Status"); pct_tree=$(pct "$perfrep" "vzd/actuators/cgroups.treePids")
+pct_cgread=$(pct "$perfrep" "vzd/actuators/cgroups.(*v1).Read"); pct_load=$(pct "$perfrep" "vzd/spec.Load")
 gpct() { awk -v f="$1" '$6 == f {print $5; exit}' <<<"$goprof"; }
 gpct_pub=$(gpct "vzd/reconciler.(*Reconciler).publish"); gpct_rec=$(gpct "vzd/reconciler.ListRecords")
 bop=$(grep -E '^BenchmarkPassNoop200(-[0-9]+)? ' "$BIN/gobench.txt" | awk '{printf "%.0f", $5/1048576; exit}')
@@ -781,42 +783,46 @@ $(get idle running) containers running, nothing changing, $(get idle seconds) s:
 
 ## Bottlenecks
 
-Found in this run's figures and profiles; the code named is where each lives.
+Found with this benchmark, then fixed in the reconciler and the image actuator; this run measures the fixed
+code (commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)). Earlier runs of this script, before the fixes, on the same machine with
+221–237 busybox containers: file to init 160–200 ms (temp file in the directory), a new ID sorting last 4.7 s
+to its first step, a no-op pass 2.5–7 s (about 4.5 s of CPU), idle CPU 12–24%, \`BenchmarkPassNoop200\` 34–78 ms
+and 40 MiB per pass.
 
-1. **The 100 ms debounce of file events** (\`reconciler/source.go\`, \`watcher.Run\`). A file renamed into place
-   from elsewhere arrives as a lone Create and triggers a pass after 5 ms (\`renameDelay\`): file to first step
-   $latm_first ms, to init $latm_init ms. A temp file written *in* the config directory (\`.ID.tmp\`, then rename: what
-   most tools do) sends Create and Write events first, which restart the full 100 ms debounce (\`Config.Debounce\`
-   default, kept by \`cmd/vzd/agent.go\`): file to first step $lat_first ms, to init $lat_init ms. Suggestion: let the
-   watcher drop events of names the loader ignores anyway (dotfiles, \`*.tmp\`, editor and package-manager
-   leftovers: the spec package's directory rules) before they choose the debounce, so that the rename is the only
-   event that counts; or trigger on the leading edge of a burst.
-2. **A new container waits behind the queue** (\`reconciler/reconciler.go\`, \`pass\`; \`reconciler/queue.go\`). A pass
-   queues containers whose spec changed first, so with every container known a new ID that sorts last waits
-   $(med $(col 4 "$BIN/latz.txt")) ms (max $(mx $(col 4 "$BIN/latz.txt"))) for its first step and one that sorts first
-   $(med $(col 4 "$BIN/lata.txt")) ms (before that ordering, commit cd26f22, an ID sorting last waited 4.7 s here with 221 containers
-   known). The queue is still FIFO across passes: a file written while an earlier pass (a resync) is still
-   being worked through is queued behind what is left of it: up to a whole no-op pass (below), hence the max above.
-   Suggestion: a front-of-queue add (or two priorities) in \`queue\` for the changed IDs.
-3. **Observing one container costs O(loop devices + mounts), so a pass is O(n²)** (\`actuators/image/loop_linux.go\`:
-   \`findLoop\` calls \`Loops()\`, which reads four sysfs files of every \`/sys/block/loop*\` for every container;
-   \`actuators/image/mount_linux.go\`: \`mountsAt\` parses the whole \`/proc/self/mountinfo\` for every container).
-   In the perf profile of the no-op passes \`node.Observe\` is ${pct_observe:-?} of the agent's CPU, \`image.findLoop\`
-   ${pct_find:-?} and \`image.mountsAt\` ${pct_mounts:-?}, with $loops loop devices on the host. This is what makes a no-op
-   pass take $noop_med ms ($(get noop median_cpu_ms) ms of CPU) and the agent idle at $idle_pct% (the resync pass every
-   30 s). Suggestion: find the loop device from the mount already observed (the mount of the image names
-   \`/dev/loopN\` as its source: read only that device's \`loop/backing_file\` to confirm), or snapshot the loop
-   devices and mountinfo once per pass and observe every container from it; at least, read \`backing_file\`
-   first and \`dev\`/\`autoclear\`/\`dio\` only for the device that matches.
-4. **A whole status snapshot after every container synced** (\`reconciler/status.go\`: \`publish\` calls \`Status()\`,
-   which copies every \`ContainerStatus\` and \`sort.Slice\`s them by reflection, so a pass is O(n² log n); the agent's
-   status writer keeps one snapshot per 200 ms and drops the others): ${gpct_pub:-?} of the CPU of
-   \`BenchmarkPassNoop200\`, which allocates ${bop:-?} MiB per pass; that benchmark, with a fake node that costs
-   nothing to observe, takes $(gomed BenchmarkPassNoop200) ms per pass of 200: $(python3 -c "print('over the 50 ms goal by itself' if $(gomed BenchmarkPassNoop200) >= 50 else 'most of the 50 ms budget by itself' if $(gomed BenchmarkPassNoop200) >= 25 else 'within the goal')"). Suggestion: make \`OnStatus\` a notification and
-   let the writer call \`Status()\` when its timer fires; sort pointers or IDs, not the structs.
+1. **Debounce of file events** (\`reconciler/source.go\`, \`watcher.Run\`): was a fixed 100 ms after the last event
+   of a burst, and the temp file of an atomic write restarted it. Fixed (cd26f22, dec20e8): a lone rename
+   triggers after 5 ms, and events on names the loader ignores (temp files, swap files, backups) neither trigger
+   nor delay a pass. Now: file to first step $lat_first ms (temp file in the directory), $latm_first ms (temp file
+   elsewhere).
+2. **A new container waited behind the no-op syncs of every other container** (\`reconciler/reconciler.go\`
+   \`pass\` queued IDs in sorted order; \`reconciler/queue.go\` was FIFO across passes). Fixed (cd26f22, 794763d):
+   changed containers jump the queue. Now, with every container known: a new ID that sorts last waits
+   $(med $(col 4 "$BIN/latz.txt")) ms for its first step (max $(mx $(col 4 "$BIN/latz.txt"))), one that sorts first $(med $(col 4 "$BIN/lata.txt")) ms.
+3. **Observing one container cost O(loop devices + mounts), so a pass was O(n²)**
+   (\`actuators/image/loop_linux.go\` \`findLoop\` → \`Loops()\` read four sysfs files of every \`/sys/block/loop*\` for
+   every container, 64–75% of the agent's CPU in a no-op pass; \`mountsAt\` parsed \`/proc/self/mountinfo\` for every
+   container, 8%). Fixed (e4c8864): loop devices and mounts are read once per pass (a snapshot the actuator's
+   own changes invalidate). Now, in the perf profile above: \`node.Observe\` ${pct_observe:-under 1%} of the agent's CPU,
+   \`image.findLoop\` ${pct_find:-under 1%}, \`image.mountsAt\` ${pct_mounts:-under 1%} ($loops loop devices on the host);
+   a no-op pass $noop_med ms, $(get noop median_cpu_ms) ms of CPU; idle $idle_pct% of one CPU.
+4. **A whole status snapshot after every container synced** (\`reconciler/status.go\` \`publish\` built \`Status()\`,
+   a copy and reflection sort of every \`ContainerStatus\`, for a writer that kept one per 200 ms): 36–40% of
+   \`BenchmarkPassNoop200\`. Fixed (e4c8864): \`OnChange\` only notifies; the writer builds the status when it
+   writes. Now: \`BenchmarkPassNoop200\` $(gomed BenchmarkPassNoop200) ms and ${bop:-?} MiB per pass.
 5. **Every pass re-reads and decodes every record** (\`reconciler/record.go\`, \`ListRecords\`: JSON holding up to
-   two whole specs each): ${gpct_rec:-?} of \`BenchmarkPassNoop200\`. The reconciler writes the records itself and
-   keeps them in memory: reading them at start (or when their mtime changes) would do.
+   two whole specs each): ${gpct_rec:-under 1%} of \`BenchmarkPassNoop200\` in this run. Not changed: the reconciler
+   writes the records itself and keeps them in memory, so reading them at start (or when their mtime changes)
+   would do.
+6. **What is left of a no-op pass: the runtime's liveness check, the drift check of the limits, the load** (perf
+   profile above). \`runtime.Status\` is ${pct_rt:-under 1%} of the agent's CPU, nearly all of it in \`cgroups.treePids\` (${pct_tree:-under 1%}): to
+   check that the recorded init still runs in its cgroup, \`actuators/runtime\` \`status\` calls \`cgroups.Procs\`, which
+   walks the container's cgroup subtree in every v1 hierarchy and reads every \`cgroup.procs\`
+   (\`actuators/cgroups/v1_linux.go\` \`procs\`, \`file.go\` \`treePids\`). Suggestion: read the init's \`/proc/PID/cgroup\`
+   once and check that its path in one hierarchy (freezer or pids) is under \`vzd/ID\`: one file instead of a walk
+   of every tree. The drift check \`cgroups.(*v1).Read\` (${pct_cgread:-under 1%}) reads every limit file of every container on every
+   pass: it could run on the resync only. Then the load: \`spec.Load\` (${pct_load:-under 1%}) parses every file on every pass (a cache
+   keyed by path, size and mtime would skip unchanged files) and \`ListRecords\` (item 5). With the 30 s resync,
+   the 0.1% idle goal needs a pass over $total containers to cost under about 25 ms of CPU; it costs $(get noop median_cpu_ms) ms.
 
 ## Commands
 
