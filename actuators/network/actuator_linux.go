@@ -98,9 +98,23 @@ func (c *container) close() {
 	c.ns.Close()
 }
 
+// dump runs a netlink dump again when the kernel says it was interrupted:
+// links, addresses and routes come and go while many containers are set up
+// or torn down at once, and a half dump must not be taken for the whole.
+func dump[T any](f func() (T, error)) (T, error) {
+	for i := 0; ; i++ {
+		v, err := f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == 9 {
+			return v, err
+		}
+	}
+}
+
+func linkList(h *netlink.Handle) ([]netlink.Link, error) { return dump(h.LinkList) }
+
 // hostEnds returns the host ends of container id, by interface name.
 func (a *Actuator) hostEnds(id string) (map[string]netlink.Link, error) {
-	links, err := a.h.LinkList()
+	links, err := linkList(a.h)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -133,7 +147,7 @@ func (a *Actuator) endsOf(c *spec.Container, names []string, ct *container) (map
 			take(l)
 		}
 	}
-	inside, err := ct.h.LinkList()
+	inside, err := linkList(ct.h)
 	if err != nil {
 		return nil, fmt.Errorf("list container links: %w", err)
 	}
@@ -450,7 +464,7 @@ func fromIPNet(n *net.IPNet) (netip.Prefix, bool) {
 // convergeAddrs makes the container end's addresses those of ifc (the
 // kernel's IPv6 link-local address stays).
 func (a *Actuator) convergeAddrs(log *slog.Logger, ifc *spec.Interface, peer netlink.Link, ct *container) error {
-	have, err := ct.h.AddrList(peer, netlink.FAMILY_ALL)
+	have, err := dump(func() ([]netlink.Addr, error) { return ct.h.AddrList(peer, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("addresses of %s: %w", ifc.Name, err)
 	}
@@ -516,7 +530,7 @@ func (a *Actuator) convergeHostSide(log *slog.Logger, ifc *spec.Interface, end n
 	if has6 {
 		gws[netip.PrefixFrom(Gateway6, 64)] = true
 	}
-	have, err := a.h.AddrList(end, netlink.FAMILY_ALL)
+	have, err := dump(func() ([]netlink.Addr, error) { return a.h.AddrList(end, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("addresses of %s: %w", end.Attrs().Name, err)
 	}
@@ -545,9 +559,11 @@ func (a *Actuator) convergeHostSide(log *slog.Logger, ifc *spec.Interface, end n
 	}
 
 	// Host routes to the container's addresses.
-	routes, err := a.h.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: end.Attrs().Index, Protocol: RouteProtocol},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return a.h.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{LinkIndex: end.Attrs().Index, Protocol: RouteProtocol},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	})
 	if err != nil {
 		return fmt.Errorf("routes via %s: %w", end.Attrs().Name, err)
 	}
@@ -623,7 +639,7 @@ func (a *Actuator) nodeAddr(p *plan, addr netip.Addr) (string, bool) {
 	owner := ""
 	if rs, err := a.h.RouteGet(addr.AsSlice()); err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
 		owner = "local"
-		if addrs, err := a.h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+		if addrs, err := dump(func() ([]netlink.Addr, error) { return a.h.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
 			for _, ad := range addrs {
 				if pr, ok := fromIPNet(ad.IPNet); ok && pr.Addr() == addr {
 					if l, err := a.h.LinkByIndex(ad.LinkIndex); err == nil {
@@ -738,8 +754,10 @@ func (a *Actuator) convergeDefaults(ifc *spec.Interface, peer netlink.Link, ct *
 // exists reports whether the container already has default route r, so
 // that a converged container costs a lookup, not a write.
 func exists(ct *container, r *netlink.Route) bool {
-	rs, err := ct.h.RouteListFiltered(r.Family, &netlink.Route{Dst: r.Dst, Protocol: RouteProtocol},
-		netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
+	rs, err := dump(func() ([]netlink.Route, error) {
+		return ct.h.RouteListFiltered(r.Family, &netlink.Route{Dst: r.Dst, Protocol: RouteProtocol},
+			netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
+	})
 	if err != nil {
 		return false
 	}
@@ -754,7 +772,9 @@ func exists(ct *container, r *netlink.Route) bool {
 // pruneContainerRoutes removes the container routes vzd made that the
 // current spec no longer wants (a removed gateway, a moved default).
 func (a *Actuator) pruneContainerRoutes(ct *container, p *plan) error {
-	rs, err := ct.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	rs, err := dump(func() ([]netlink.Route, error) {
+		return ct.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	})
 	if err != nil {
 		return err
 	}
@@ -777,9 +797,11 @@ func (a *Actuator) pruneContainerRoutes(ct *container, p *plan) error {
 func (a *Actuator) removeEnd(end netlink.Link) error {
 	var errs []error
 	if a.cfg.Uplink != "" {
-		routes, err := a.h.RouteListFiltered(netlink.FAMILY_ALL,
-			&netlink.Route{LinkIndex: end.Attrs().Index, Protocol: RouteProtocol},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		routes, err := dump(func() ([]netlink.Route, error) {
+			return a.h.RouteListFiltered(netlink.FAMILY_ALL,
+				&netlink.Route{LinkIndex: end.Attrs().Index, Protocol: RouteProtocol},
+				netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("routes via %s: %w", end.Attrs().Name, err))
 		}
@@ -820,7 +842,9 @@ func (a *Actuator) Remove(ctx context.Context, c *spec.Container) error {
 	// Addresses still routed to a host end (another container's, after
 	// an address moved) keep their proxy entries.
 	routed := map[netip.Addr]bool{}
-	if rs, err := a.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL); err == nil {
+	if rs, err := dump(func() ([]netlink.Route, error) {
+		return a.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	}); err == nil {
 		for _, r := range rs {
 			if dst, ok := fromIPNet(r.Dst); ok {
 				routed[dst.Addr()] = true
@@ -871,9 +895,11 @@ func (a *Actuator) Observe(ctx context.Context, c *spec.Container, pid int) (Sta
 				l.Bridge = m.Attrs().Name
 			}
 		}
-		routes, err := a.h.RouteListFiltered(netlink.FAMILY_ALL,
-			&netlink.Route{LinkIndex: ea.Index, Protocol: RouteProtocol},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		routes, err := dump(func() ([]netlink.Route, error) {
+			return a.h.RouteListFiltered(netlink.FAMILY_ALL,
+				&netlink.Route{LinkIndex: ea.Index, Protocol: RouteProtocol},
+				netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		})
 		if err != nil {
 			return State{}, fmt.Errorf("routes via %s: %w", ea.Name, err)
 		}
@@ -885,7 +911,7 @@ func (a *Actuator) Observe(ctx context.Context, c *spec.Container, pid int) (Sta
 		if ct != nil {
 			if peer := a.peerOf(end, ifname, ct); peer != nil {
 				l.MAC = peer.Attrs().HardwareAddr
-				addrs, err := ct.h.AddrList(peer, netlink.FAMILY_ALL)
+				addrs, err := dump(func() ([]netlink.Addr, error) { return ct.h.AddrList(peer, netlink.FAMILY_ALL) })
 				if err != nil {
 					return State{}, fmt.Errorf("addresses of %s: %w", ifname, err)
 				}
