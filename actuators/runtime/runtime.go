@@ -110,8 +110,7 @@ func (r *Runtime) Status(ctx context.Context, c *spec.Container) (Status, error)
 func (r *Runtime) status(ctx context.Context, c *spec.Container, rec record) Status {
 	st := Status{Pid: rec.Pid, StartTime: rec.StartTime, StartedAt: rec.StartedAt, UIDBase: rec.UIDBase, GIDBase: rec.GIDBase}
 	if alive(rec.Pid, rec.StartTime) {
-		procs, err := r.cg.Procs(ctx, c.ID)
-		st.Running = err == nil && slices.Contains(procs, rec.Pid)
+		st.Running = r.inCgroup(ctx, c.ID, rec.Pid)
 	}
 	if !st.Running {
 		if e, ok := readExit(c.Private); ok {
@@ -119,6 +118,23 @@ func (r *Runtime) status(ctx context.Context, c *spec.Container, rec record) Sta
 		}
 	}
 	return st
+}
+
+// inCgroup reports whether pid is in the container's cgroup. It reads the
+// process's /proc/PID/cgroup (one file) rather than walking the container's
+// tree in every hierarchy: every pass asks it of every running container.
+func (r *Runtime) inCgroup(ctx context.Context, id string, pid int) bool {
+	dirs := r.cg.Dirs(id)
+	for _, key := range []string{"pids", "freezer", "memory", ""} {
+		if dir, ok := dirs[key]; ok {
+			if in, err := cgroups.InCgroup(pid, key, dir); err == nil {
+				return in
+			}
+			break
+		}
+	}
+	procs, err := r.cg.Procs(ctx, id)
+	return err == nil && slices.Contains(procs, pid)
 }
 
 // InitPid returns the host pid of the container's running init (its
