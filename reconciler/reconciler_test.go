@@ -2,8 +2,8 @@ package reconciler
 
 import (
 	"context"
-	"os"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
