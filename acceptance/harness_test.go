@@ -219,6 +219,13 @@ func (n *node) write(name, content string) {
 func (n *node) cleanup() {
 	if n.t.Failed() {
 		n.t.Logf("agent log:\n%s", n.log())
+		// The log above is only its tail; VZD_TEST_LOG_DIR keeps all of it.
+		if dir := os.Getenv("VZD_TEST_LOG_DIR"); dir != "" && n.out != nil {
+			f := filepath.Join(dir, strings.ReplaceAll(n.t.Name(), "/", "_")+".log")
+			if err := os.WriteFile(f, []byte(n.out.String()), 0o644); err == nil {
+				n.t.Logf("full agent log in %s", f)
+			}
+		}
 	}
 	n.kill(syscall.SIGTERM)
 	entries, _ := os.ReadDir(n.conf)

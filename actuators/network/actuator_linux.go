@@ -112,39 +112,65 @@ func dump[T any](f func() (T, error)) (T, error) {
 
 func linkList(h *netlink.Handle) ([]netlink.Link, error) { return dump(h.LinkList) }
 
-// hostEnds returns the host ends of container id, by interface name.
-func (a *Actuator) hostEnds(id string) (map[string]netlink.Link, error) {
+// hostEnds returns the host ends of container c, by interface name.
+func (a *Actuator) hostEnds(c *spec.Container) (map[string]netlink.Link, error) {
 	links, err := linkList(a.h)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	names := make([]string, len(c.Network.Interfaces))
+	for i, ifc := range c.Network.Interfaces {
+		names[i] = ifc.Name
+	}
 	ends := map[string]netlink.Link{}
 	for _, l := range links {
-		if cid, ifname, ok := parseAlias(l.Attrs().Alias); ok && cid == id {
+		if ifname, ok := endOf(l, c.ID, names...); ok {
 			ends[ifname] = l
 		}
 	}
 	return ends, nil
 }
 
+// endOf reports which interface of container id the host link l is the
+// end of. Its alias says so. The kernel ignores IFLA_IFALIAS when it
+// creates a link, so an agent killed between creating a pair and setting
+// its alias leaves an end without one: that end is known by the MAC
+// address vzd derives from the container and the interface (one of
+// ifnames), which the creating request itself set.
+func endOf(l netlink.Link, id string, ifnames ...string) (string, bool) {
+	la := l.Attrs()
+	if cid, ifname, ok := parseAlias(la.Alias); ok {
+		return ifname, cid == id
+	}
+	if la.Alias != "" || l.Type() != "veth" {
+		return "", false
+	}
+	for _, ifname := range ifnames {
+		if slices.Equal(la.HardwareAddr, hostMAC(id, ifname)) {
+			return ifname, true
+		}
+	}
+	return "", false
+}
+
 // endsOf finds the host ends of a running container without listing every
 // link of the node (which would make a pass over all containers quadratic):
 // by the names c gives them, then through the peers of the veths inside
 // the container, which also finds ends c no longer names or that were
-// renamed. Only the host end's alias, which the container cannot change,
-// decides that a link is c's.
+// renamed. Only the host end's alias or MAC (endOf), which the container
+// cannot change, decides that a link is c's.
 func (a *Actuator) endsOf(c *spec.Container, names []string, ct *container) (map[string]netlink.Link, error) {
 	ends := map[string]netlink.Link{}
-	take := func(l netlink.Link) {
-		if id, ifname, ok := parseAlias(l.Attrs().Alias); ok && id == c.ID {
+	take := func(l netlink.Link, ifname string) {
+		if ifname, ok := endOf(l, c.ID, ifname); ok {
 			if _, dup := ends[ifname]; !dup {
 				ends[ifname] = l
 			}
 		}
 	}
-	for _, name := range names {
+	for i, name := range names {
 		if l, err := a.h.LinkByName(name); err == nil {
-			take(l)
+			take(l, c.Network.Interfaces[i].Name)
 		}
 	}
 	inside, err := linkList(ct.h)
@@ -159,7 +185,7 @@ func (a *Actuator) endsOf(c *spec.Container, names []string, ct *container) (map
 			continue
 		}
 		if hl, err := a.h.LinkByIndex(l.Attrs().ParentIndex); err == nil {
-			take(hl)
+			take(hl, l.Attrs().Name)
 		}
 	}
 	return ends, nil
@@ -304,7 +330,7 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 			PeerMTU:          uint32(mtu),
 		}
 		err := a.h.LinkAdd(veth)
-		if errors.Is(err, unix.EEXIST) && a.removeOrphan(hostName, c.ID) {
+		if errors.Is(err, unix.EEXIST) && a.removeOrphan(hostName, c.ID, ifc.Name) {
 			err = a.h.LinkAdd(veth)
 		}
 		if err != nil {
@@ -338,6 +364,14 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 
 	// Host end.
 	ea := end.Attrs()
+	if want := alias(c.ID, ifc.Name); ea.Alias != want {
+		// An end whose creator died before it set the alias (endOf).
+		if err := a.h.LinkSetAlias(end, want); err != nil {
+			return fmt.Errorf("alias of %s: %w", hostName, err)
+		}
+		log.Info("host end alias set")
+		ea.Alias = want
+	}
 	if ea.MTU != mtu {
 		if err := a.h.LinkSetMTU(end, mtu); err != nil {
 			return fmt.Errorf("mtu of %s: %w", hostName, err)
@@ -397,12 +431,12 @@ func (a *Actuator) applyInterface(log *slog.Logger, c *spec.Container, ifc *spec
 // removeOrphan deletes the link named name when it is a host end of
 // container id whose container end was not found (its namespace lingers
 // after the container restarted), and reports whether it did.
-func (a *Actuator) removeOrphan(name, id string) bool {
+func (a *Actuator) removeOrphan(name, id, ifname string) bool {
 	l, err := a.h.LinkByName(name)
 	if err != nil {
 		return false
 	}
-	if cid, _, ok := parseAlias(l.Attrs().Alias); !ok || cid != id {
+	if _, ok := endOf(l, id, ifname); !ok {
 		return false
 	}
 	return a.removeEnd(l) == nil
@@ -824,7 +858,7 @@ func (a *Actuator) removeEnd(end netlink.Link) error {
 // routed addresses, which outlive the veth when the container's namespace
 // is already gone. Removing what is absent returns nil.
 func (a *Actuator) Remove(ctx context.Context, c *spec.Container) error {
-	ends, err := a.hostEnds(c.ID)
+	ends, err := a.hostEnds(c)
 	if err != nil {
 		return fmt.Errorf("network of %s: %w", c.ID, err)
 	}
@@ -881,7 +915,7 @@ func (a *Actuator) Observe(ctx context.Context, c *spec.Container, pid int) (Sta
 		defer ct.close()
 		ends, err = a.endsOf(c, hostIfNames(a.cfg.Prefix, c), ct)
 	} else {
-		ends, err = a.hostEnds(c.ID)
+		ends, err = a.hostEnds(c)
 	}
 	if err != nil {
 		return State{}, fmt.Errorf("network of %s: %w", c.ID, err)

@@ -465,6 +465,59 @@ func TestRestartFindsInterfaces(t *testing.T) {
 	}
 }
 
+// An agent killed between creating a pair and setting its alias (the
+// kernel ignores the alias in the creating request) left a host end with
+// vzd's name and MAC but no alias: the next agent takes it as the
+// container's, names it and goes on, and removal finds it too.
+func TestEndWithoutAliasAdopted(t *testing.T) {
+	n := newNode(t)
+	a := n.actuator(t)
+	c := ctSpec(testutil.UniqueName("ct"), routed("eth0", "10.73.0.2/24"))
+	pid := startContainer(t)
+	apply(t, a, c, pid)
+	before, err := a.Observe(context.Background(), c, pid)
+	must(t, err)
+	end, err := n.h.LinkByName(before.Interfaces[0].HostName)
+	must(t, err)
+	// What the killed agent left: the alias cleared.
+	must(t, n.h.LinkSetAlias(end, ""))
+
+	b := n.actuator(t)
+	apply(t, b, c, pid)
+	after, err := b.Observe(context.Background(), c, pid)
+	must(t, err)
+	if len(after.Interfaces) != 1 || after.Interfaces[0].HostIndex != before.Interfaces[0].HostIndex {
+		t.Fatalf("end without alias not adopted: %+v -> %+v", before.Interfaces, after.Interfaces)
+	}
+	end, err = n.h.LinkByIndex(after.Interfaces[0].HostIndex)
+	must(t, err)
+	if got := end.Attrs().Alias; got != alias(c.ID, "eth0") {
+		t.Fatalf("alias after apply %q", got)
+	}
+	if !ping(t, n.in(), "10.73.0.2") {
+		t.Fatal("container unreachable after adoption")
+	}
+
+	// Removal finds an aliasless end by its MAC as well.
+	must(t, n.h.LinkSetAlias(end, ""))
+	must(t, b.Remove(context.Background(), c))
+	if _, err := n.h.LinkByIndex(end.Attrs().Index); err == nil {
+		t.Fatal("end without alias survived Remove")
+	}
+
+	// A link with vzd's name but another MAC and no alias is not
+	// taken as the container's: creation fails rather than delete it.
+	other := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: before.Interfaces[0].HostName}, PeerName: testutil.UniqueName("p")}
+	must(t, n.h.LinkAdd(other))
+	defer n.h.LinkDel(other)
+	if _, err := b.Apply(context.Background(), c, pid); err == nil {
+		t.Fatal("Apply took over a foreign link with the host end's name")
+	}
+	if _, err := n.h.LinkByName(before.Interfaces[0].HostName); err != nil {
+		t.Fatalf("foreign link removed: %v", err)
+	}
+}
+
 func TestFifteenInterfaces(t *testing.T) {
 	n := newNode(t)
 	a := n.actuator(t)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,6 +63,12 @@ func serveControl(ctx context.Context, g *globals, r *reconciler.Reconciler) err
 		}
 		writeJSON(w, map[string]string{"result": "destroyed"})
 	})
+	// Go's profiler on the same root-only socket: a slow pass on a
+	// production node can be profiled without restarting the agent
+	// (curl --unix-socket /run/vzd/vzd.sock http://vzd/debug/pprof/profile).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
