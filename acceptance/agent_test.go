@@ -53,6 +53,30 @@ func pidStart(pid int) string {
 	return f[19] // starttime
 }
 
+// A limit changed by hand behind the agent's back is put back at the next
+// drift check (--drift-interval), without restarting the container.
+func TestLimitsEditedByHandRepaired(t *testing.T) {
+	n := newNode(t)
+	n.agentArgs = []string{"--drift-interval", "1s"}
+	n.start()
+	id := testutil.UniqueName("ct")
+	n.write(id+".hcl", busybox(id, ""))
+	c := n.waitRunning(id)
+	limit := filepath.Join("/sys/fs/cgroup/memory/vzd", id, "memory.limit_in_bytes")
+	if err := os.WriteFile(limit, []byte(strconv.Itoa(256<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("hand-edited RAM limit repaired", 30*time.Second, func() bool {
+		return cgroupFile("memory", id, "memory.limit_in_bytes") == strconv.Itoa(128<<20)
+	})
+	if c2 := n.waitRunning(id); c2.Pid != c.Pid {
+		t.Errorf("container restarted to repair a limit: pid %d -> %d", c.Pid, c2.Pid)
+	}
+	if !strings.Contains(n.log(), "limits drifted from the spec") {
+		t.Error("the repair is not in the agent's log")
+	}
+}
+
 func TestFileToRunningAndLiveEdits(t *testing.T) {
 	n := newNode(t)
 	n.start()

@@ -58,7 +58,9 @@ type node struct {
 	netns string
 	agent *exec.Cmd
 	out   *syncBuffer
-	done  chan struct{}
+	// agentArgs are extra flags of `vzd agent`.
+	agentArgs []string
+	done      chan struct{}
 }
 
 func newNode(t *testing.T) *node {
@@ -93,7 +95,7 @@ func (n *node) start() {
 	// The node side of every link lives in the node's own network
 	// namespace (--host-netns); the agent itself stays in the host's mount
 	// namespace, where /sys/fs/cgroup is (ip netns exec would remount /sys).
-	args := append([]string{"agent", "--resync", "2s"}, n.flags()...)
+	args := append(append([]string{"agent", "--resync", "2s"}, n.agentArgs...), n.flags()...)
 	cmd := exec.Command(vzdBin, args...)
 	if n.out == nil {
 		n.out = &syncBuffer{} // one log across agent restarts

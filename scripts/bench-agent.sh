@@ -19,6 +19,7 @@
 # namespace; everything is removed at the end, also on error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 [ "$(id -u)" = 0 ] || { echo "bench-agent: needs root" >&2; exit 1; }
 
 N_LAT=${N_LAT:-20}

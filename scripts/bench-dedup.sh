@@ -11,6 +11,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 OUT=docs/bench/dedup.md
 N=${N:-20}           # containers
 FILES=${FILES:-10}   # files per container

@@ -8,6 +8,7 @@
 # docs/bench/fleet.md. Run as root from the repo; removes everything it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 [ "$(id -u)" = 0 ] || { echo "bench-fleet: needs root" >&2; exit 1; }
 for t in ansible-playbook go ip mkfs.ext4 losetup; do
 	command -v "$t" >/dev/null || { echo "bench-fleet: needs $t" >&2; exit 1; }

@@ -11,6 +11,7 @@
 # $BENCH_DIR (default /var/tmp/vzd-bench-image) and is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 ROOT=$PWD
 OUT=$ROOT/docs/bench/image.md
 W=${BENCH_DIR:-/var/tmp/vzd-bench-image}

@@ -6,6 +6,7 @@
 # leaves it). Writes docs/bench/network.md. Run as root from the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 [ "$(id -u)" = 0 ] || { echo "bench-network: needs root" >&2; exit 1; }
 for t in ip nsenter unshare busybox; do
 	command -v "$t" >/dev/null || { echo "bench-network: needs $t" >&2; exit 1; }

@@ -8,6 +8,7 @@
 #   idle:  host memory per idle busybox container (100 started).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 [ "$(id -u)" = 0 ] || { echo "bench-runtime: needs root" >&2; exit 1; }
 RUNS=${RUNS:-30}
 IDLE=${IDLE:-100}

@@ -12,6 +12,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+scripts/deps.sh bench # each script runs on its own too: its peers and tools
 OUT=docs/bench/templates.md
 RUNS=${RUNS:-10}
 DISK=${DISK:-10G}

@@ -5,7 +5,7 @@
 set -euo pipefail
 want=(e2fsprogs:mkfs.ext4 busybox-static:busybox iproute2:ip util-linux:losetup procps:ps systemd:systemd-analyze)
 case "${1:-test}" in
-bench) want+=(crun:crun runc:runc lxc:lxc-execute systemd-container:systemd-nspawn hyperfine:hyperfine fio:fio debootstrap:debootstrap) ;;
+bench) want+=(crun:crun runc:runc lxc:lxc-execute systemd-container:systemd-nspawn hyperfine:hyperfine fio:fio debootstrap:debootstrap strace:strace linux-perf:perf ansible:ansible-playbook) ;;
 debian) want+=(debootstrap:debootstrap) ;;
 test) want+=(ansible:ansible-playbook debootstrap:debootstrap) ;;
 esac

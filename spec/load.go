@@ -78,7 +78,7 @@ type source interface {
 // p.ConfigDir. It returns an error only when the directory itself cannot
 // be read; problems with single files are in Set.Diags and Set.Files.
 func Load(p Paths) (*Set, error) {
-	return load(osSource{dir: p.ConfigDir, p: p}, p, readGlobal(p))
+	return load(osSource{dir: p.ConfigDir, p: p}, p, readGlobal(p), parseFile)
 }
 
 // LoadWithGlobal is Load with a global configuration already read (nil
@@ -87,7 +87,7 @@ func LoadWithGlobal(p Paths, g *Global) (*Set, error) {
 	if g == nil {
 		g = DefaultGlobal()
 	}
-	return load(osSource{dir: p.ConfigDir, p: p}, p, globalResult{g: g})
+	return load(osSource{dir: p.ConfigDir, p: p}, p, globalResult{g: g}, parseFile)
 }
 
 // LoadFS is Load over an fs.FS holding the config directory's files at its
@@ -97,7 +97,7 @@ func LoadFS(fsys fs.FS, p Paths, g *Global, gdiags Diagnostics) (*Set, error) {
 	if g == nil {
 		g = DefaultGlobal()
 	}
-	return load(fsSource{fsys: fsys, dir: p.ConfigDir}, p, globalResult{g, gdiags})
+	return load(fsSource{fsys: fsys, dir: p.ConfigDir}, p, globalResult{g, gdiags}, parseFile)
 }
 
 type globalResult struct {
@@ -107,19 +107,28 @@ type globalResult struct {
 
 // readGlobal reads p.GlobalConfig; a missing file means defaults.
 func readGlobal(p Paths) globalResult {
+	gr, _ := readGlobalData(p)
+	return gr
+}
+
+// readGlobalData is readGlobal that also returns the file's bytes (nil
+// when it is missing or unreadable).
+func readGlobalData(p Paths) (globalResult, []byte) {
 	if p.GlobalConfig == "" {
-		return globalResult{g: DefaultGlobal()}
+		return globalResult{g: DefaultGlobal()}, nil
 	}
-	g, diags, err := LoadGlobal(p.GlobalConfig)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return globalResult{g: DefaultGlobal()}
-		}
+	data, err := readCapped(p.GlobalConfig)
+	switch {
+	case err == nil:
+		g, diags := ParseGlobal(p.GlobalConfig, data)
+		return globalResult{g, diags}, data
+	case errors.Is(err, fs.ErrNotExist):
+		return globalResult{g: DefaultGlobal()}, nil
+	default:
 		var ds Diagnostics
 		ds.Errorf(Pos{File: p.GlobalConfig}, "%v", err)
-		return globalResult{g: DefaultGlobal(), diags: ds}
+		return globalResult{g: DefaultGlobal(), diags: ds}, nil
 	}
-	return globalResult{g, diags}
 }
 
 // LoadGlobal reads and parses a global file: HCL when its name ends in
@@ -288,7 +297,10 @@ func parseFile(file string, data []byte, p Paths, g *Global, opt ParseOptions) (
 	return cs, ids, sortDiags(diags)
 }
 
-func load(src source, p Paths, gr globalResult) (*Set, error) {
+// parseFunc is parseFile, or a Loader's memory of it.
+type parseFunc func(file string, data []byte, p Paths, g *Global, opt ParseOptions) ([]*Container, []string, Diagnostics)
+
+func load(src source, p Paths, gr globalResult, parse parseFunc) (*Set, error) {
 	entries, err := src.list()
 	if err != nil {
 		return nil, fmt.Errorf("read config dir %s: %w", p.ConfigDir, err)
@@ -333,7 +345,7 @@ func load(src source, p Paths, gr globalResult) (*Set, error) {
 			}
 			continue
 		}
-		cs, ids, diags := parseFile(fpath, data, p, gr.g, ParseOptions{Format: format})
+		cs, ids, diags := parse(fpath, data, p, gr.g, ParseOptions{Format: format})
 		if format == FormatHCL && (len(safeIDs(ids)) > 0 || !diags.HasErrors()) {
 			// What the file declares; the guess from its name stays
 			// only when a broken file shows no labels at all.

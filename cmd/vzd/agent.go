@@ -24,6 +24,7 @@ import (
 var agentFlags struct {
 	workers int
 	resync  time.Duration
+	drift   time.Duration
 }
 
 func init() {
@@ -38,6 +39,7 @@ Stopping the agent (SIGTERM, Ctrl-C) leaves every container running.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&agentFlags.workers, "workers", 4, "containers converged at once")
 			fs.DurationVar(&agentFlags.resync, "resync", 30*time.Second, "period of the full relist that repairs drift")
+			fs.DurationVar(&agentFlags.drift, "drift-interval", 5*time.Minute, "how often each running container's cgroup limits are read back and repaired if edited by hand (0: every pass)")
 		},
 		run: runAgent,
 	})
@@ -55,7 +57,7 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	defer unlock()
-	node, closeNode, err := newNode(ctx, g)
+	node, closeNode, err := newNodeWith(g, agentFlags.drift)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"time"
 
 	"vzd/actuators/cgroups"
 	"vzd/actuators/image"
@@ -34,6 +36,12 @@ type Config struct {
 	Uplink string
 	// Progress reports long work (template builds); nil = silent.
 	Progress templates.Progress
+	// DriftInterval is how often a running container's cgroup limits are
+	// read back and compared with its spec (0 = on every observation).
+	// Reading a container's cgroup files was a quarter of a pass with
+	// nothing to do, and only a hand edit changes them behind the
+	// agent's back; a spec change applies its limits whatever this is.
+	DriftInterval time.Duration
 }
 
 // Node is the real node.
@@ -47,6 +55,11 @@ type Node struct {
 	Templates *templates.Cache
 	Apps      *apptemplates.Actuator
 	Dedup     *dedup.Cache // nil when disabled
+
+	loader spec.Loader // parses again only the files that changed
+
+	driftMu      sync.Mutex
+	driftChecked map[string]time.Time // container ID -> last limits check
 }
 
 var _ reconciler.Node = (*Node)(nil)
@@ -56,7 +69,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log}
+	n := &Node{cfg: cfg, log: cfg.Log, loader: spec.Loader{Paths: cfg.Paths}}
 	var err error
 	if n.Cgroups, err = cgroups.New(cfg.Log); err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
@@ -132,13 +145,32 @@ func (n *Node) Observe(ctx context.Context, c *spec.Container) (reconciler.Actua
 			a.ObservedError = err.Error()
 		}
 	}
-	if a.Running {
+	if a.Running && n.driftDue(c.ID) {
 		want := cgroups.FromSpec(c, img.DevNumber)
 		if got, err := n.Cgroups.Read(ctx, c.ID); err == nil && len(cgroups.Drift(n.Cgroups.Version(), want, got)) > 0 {
 			a.LimitsDrift = true
 		}
 	}
 	return a, nil
+}
+
+// driftDue reports whether id's limits are to be read back now, and if so
+// counts this as its check.
+func (n *Node) driftDue(id string) bool {
+	if n.cfg.DriftInterval <= 0 {
+		return true
+	}
+	now := time.Now()
+	n.driftMu.Lock()
+	defer n.driftMu.Unlock()
+	if last, ok := n.driftChecked[id]; ok && now.Sub(last) < n.cfg.DriftInterval {
+		return false
+	}
+	if n.driftChecked == nil {
+		n.driftChecked = map[string]time.Time{}
+	}
+	n.driftChecked[id] = now
+	return true
 }
 
 func (n *Node) CreateImage(ctx context.Context, c *spec.Container) error {
@@ -170,7 +202,13 @@ func (n *Node) ApplyLimits(ctx context.Context, c *spec.Container) error {
 	if err := n.Cgroups.Create(ctx, c.ID); err != nil {
 		return err
 	}
-	return n.Cgroups.Apply(ctx, c.ID, cgroups.FromSpec(c, img.DevNumber))
+	if err := n.Cgroups.Apply(ctx, c.ID, cgroups.FromSpec(c, img.DevNumber)); err != nil {
+		return err
+	}
+	n.driftMu.Lock()
+	delete(n.driftChecked, c.ID) // read back at the next observation
+	n.driftMu.Unlock()
+	return nil
 }
 
 func (n *Node) Start(ctx context.Context, c *spec.Container) error { return n.Runtime.Start(ctx, c) }
@@ -189,6 +227,9 @@ func (n *Node) ApplyNetwork(ctx context.Context, c *spec.Container) ([]string, e
 func (n *Node) Stop(ctx context.Context, c *spec.Container) error { return n.Runtime.Stop(ctx, c) }
 
 func (n *Node) Teardown(ctx context.Context, c *spec.Container) error {
+	n.driftMu.Lock()
+	delete(n.driftChecked, c.ID)
+	n.driftMu.Unlock()
 	return errors.Join(n.Network.Remove(ctx, c), n.Cgroups.Remove(ctx, c.ID))
 }
 
@@ -205,7 +246,7 @@ func (n *Node) Destroy(ctx context.Context, c *spec.Container) error {
 // template is an error of its file, like any other invalid value, so the
 // file's containers keep their last good spec.
 func (n *Node) Load() (*spec.Set, error) {
-	set, err := spec.Load(n.cfg.Paths)
+	set, err := n.loader.Load()
 	if err != nil {
 		return nil, err
 	}
