@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"vzd/internal/testutil"
+	"vzd/reconciler"
 )
 
 func busybox(id, extra string) string {
@@ -74,6 +75,29 @@ func TestLimitsEditedByHandRepaired(t *testing.T) {
 	}
 	if !strings.Contains(n.log(), "limits drifted from the spec") {
 		t.Error("the repair is not in the agent's log")
+	}
+}
+
+// An init that dies is seen at once (its pidfd), not at the next resync
+// (an hour here): the container runs again.
+func TestCrashedInitRestartedAtOnce(t *testing.T) {
+	n := newNode(t)
+	n.agentArgs = []string{"--resync", "1h"}
+	n.start()
+	id := testutil.UniqueName("ct")
+	n.write(id+".hcl", busybox(id, ""))
+	c := n.waitRunning(id)
+	if err := syscall.Kill(c.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var c2 reconciler.ContainerStatus
+	n.waitFor("a new init", 30*time.Second, func() bool {
+		var ok bool
+		c2, ok = n.ct(id)
+		return ok && c2.Actual == "running" && c2.Pid > 0 && c2.Pid != c.Pid
+	})
+	if !strings.Contains(n.log(), "container init exited") {
+		t.Error("the exit is not in the agent's log")
 	}
 }
 

@@ -47,6 +47,16 @@ type Config struct {
 	OnPass func()
 	// NoWatch disables fsnotify (tests drive Trigger directly).
 	NoWatch bool
+	// Exits, when set, is told of every running container's init; it
+	// calls Reconciler.Exited when that init exits, so a container that
+	// died is seen at once, not at the next resync.
+	Exits ExitWatcher
+}
+
+// ExitWatcher watches processes by key (pidwatch.Watcher).
+type ExitWatcher interface {
+	Watch(key string, pid int, start uint64) error
+	Forget(key string)
 }
 
 // Reconciler converges the node to the desired state.
@@ -122,6 +132,26 @@ func (r *Reconciler) Trigger() {
 	select {
 	case r.trigger <- struct{}{}:
 	default:
+	}
+}
+
+// Exited syncs container id soon: its init exited.
+func (r *Reconciler) Exited(id string) {
+	r.log.Info("container init exited", "container", id)
+	r.q.AddFirst(id)
+}
+
+// watchExit keeps the exit watch of id in step with what was observed.
+func (r *Reconciler) watchExit(id string, a Actual) {
+	if r.cfg.Exits == nil {
+		return
+	}
+	if !a.Running || a.Pid <= 0 {
+		r.cfg.Exits.Forget(id)
+		return
+	}
+	if err := r.cfg.Exits.Watch(id, a.Pid, a.StartTime); err != nil {
+		r.log.Warn("init exit not watched; a crash is seen at the next resync", "container", id, "err", err)
 	}
 }
 
@@ -388,6 +418,7 @@ func (r *Reconciler) sync(ctx context.Context, id string) (retErr error) {
 		return fmt.Errorf("observe: %w", err)
 	}
 	in.Actual = a
+	r.watchExit(id, a)
 	plan := Make(in)
 	r.mu.Lock()
 	st.Plan = plan
@@ -432,6 +463,7 @@ func (r *Reconciler) sync(ctx context.Context, id string) (retErr error) {
 	if len(plan.Steps) > 0 {
 		// Show what the steps made, not what was there before them.
 		if a2, err := r.cfg.Node.Observe(ctx, target); err == nil {
+			r.watchExit(id, a2)
 			r.mu.Lock()
 			st.fillActual(a2)
 			st.observed = true

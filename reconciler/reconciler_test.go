@@ -281,3 +281,42 @@ func TestTruncatedFileTellingNothingKeepsLastGoodSpec(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+type fakeExits struct{ watched map[string]int }
+
+func (f *fakeExits) Watch(key string, pid int, _ uint64) error { f.watched[key] = pid; return nil }
+func (f *fakeExits) Forget(key string)                         { delete(f.watched, key) }
+
+// A running init is watched; its exit queues its container at once, which
+// starts it again without waiting for a pass; a stopped one is not watched.
+func TestInitExitResyncsContainer(t *testing.T) {
+	r, node, fc := newTest(t)
+	exits := &fakeExits{watched: map[string]int{}}
+	r.cfg.Exits = exits
+	fc.put("web", nil)
+	passAndDrain(t, r)
+	pid := exits.watched["web"]
+	if pid == 0 {
+		t.Fatalf("running init not watched: %v", exits.watched)
+	}
+	node.mu.Lock()
+	node.cts["web"].running = false // it crashed
+	node.mu.Unlock()
+	node.steps()
+	r.Exited("web")
+	if r.q.Len() != 1 {
+		t.Fatalf("queue holds %d after an exit, want the container", r.q.Len())
+	}
+	id, _ := r.q.Get()
+	r.handle(context.Background(), id)
+	wantSteps(t, node, "web limits", "web start", "web network")
+	if got := exits.watched["web"]; got == 0 || got == pid {
+		t.Fatalf("new init not watched: %d (old %d)", got, pid)
+	}
+
+	fc.put("web", func(c *spec.Container) { c.State = spec.StateStopped })
+	passAndDrain(t, r)
+	if _, ok := exits.watched["web"]; ok {
+		t.Fatal("stopped container still watched")
+	}
+}

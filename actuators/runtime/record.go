@@ -7,11 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"vzd/internal/jsonfile"
+	"vzd/internal/procfs"
 	"vzd/spec"
 )
 
@@ -164,25 +163,7 @@ func nextFree(start uint32, used []uint32) (uint32, error) {
 
 // procStartTime reads the start time (clock ticks since boot) of pid, and
 // whether it is a zombie.
-func procStartTime(pid int) (uint64, bool, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false, err
-	}
-	// The command name may hold spaces and parentheses: fields start
-	// after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, false, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	st, err := strconv.ParseUint(f[19], 10, 64)
-	return st, f[0] == "Z", err
-}
+func procStartTime(pid int) (uint64, bool, error) { return procfs.StartTime(pid) }
 
 // alive reports whether pid is the process that started at start.
 func alive(pid int, start uint64) bool {

@@ -17,6 +17,7 @@ import (
 	"github.com/google/renameio/v2"
 
 	"vzd/dedup"
+	"vzd/internal/pidwatch"
 	"vzd/reconciler"
 	"vzd/systemd"
 )
@@ -38,7 +39,7 @@ STATUS= with counts, WATCHDOG=1 from the loop, RELOADING=1 on SIGHUP.
 Stopping the agent (SIGTERM, Ctrl-C) leaves every container running.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&agentFlags.workers, "workers", 4, "containers converged at once")
-			fs.DurationVar(&agentFlags.resync, "resync", 30*time.Second, "period of the full relist that repairs drift")
+			fs.DurationVar(&agentFlags.resync, "resync", 30*time.Second, "period of the full relist that repairs what changed behind the agent's back (file edits and init exits are seen at once)")
 			fs.DurationVar(&agentFlags.drift, "drift-interval", 5*time.Minute, "how often each running container's cgroup limits are read back and repaired if edited by hand (0: every pass)")
 		},
 		run: runAgent,
@@ -71,6 +72,15 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 	sw := newStatusWriter(g)
 	var reloading atomic.Bool
 	var r *reconciler.Reconciler
+	exits, err := pidwatch.New(func(id string) { r.Exited(id) })
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := exits.Run(ctx); err != nil {
+			g.log.Error("init exit watcher stopped; crashes are seen at the next resync", "err", err)
+		}
+	}()
 	r = reconciler.New(reconciler.Config{
 		Paths:    g.paths,
 		Node:     node,
@@ -79,6 +89,7 @@ func runAgent(ctx context.Context, g *globals, args []string) error {
 		Workers:  agentFlags.workers,
 		Resync:   agentFlags.resync,
 		Progress: wd.Beat,
+		Exits:    exits,
 		OnChange: func() { sw.update(r.Status) },
 		OnPass: func() {
 			if reloading.CompareAndSwap(true, false) {
