@@ -609,7 +609,8 @@ pct() { awk -v f="$2" '$3 == f {print $1; exit}' <<<"$1"; }
 pct_find=$(pct "$perfrep" "vzd/actuators/image.findLoop"); pct_mounts=$(pct "$perfrep" "vzd/actuators/image.mountsAt")
 pct_observe=$(pct "$perfrep" "vzd/internal/node.(*Node).Observe")
 pct_rt=$(pct "$perfrep" "vzd/actuators/runtime.(*Runtime).Status"); pct_tree=$(pct "$perfrep" "vzd/actuators/cgroups.treePids")
-pct_cgread=$(pct "$perfrep" "vzd/actuators/cgroups.(*v1).Read"); pct_load=$(pct "$perfrep" "vzd/spec.Load")
+pct_cgread=$(pct "$perfrep" "vzd/actuators/cgroups.(*v1).Read"); pct_load=$(pct "$perfrep" "vzd/spec.(*Loader).Load")
+pct_img=$(pct "$perfrep" "vzd/actuators/image.(*Actuator).Observe"); pct_loops=$(pct "$perfrep" "vzd/actuators/image.readLoops")
 gpct() { awk -v f="$1" '$6 == f {print $5; exit}' <<<"$goprof"; }
 gpct_pub=$(gpct "vzd/reconciler.(*Reconciler).publish"); gpct_rec=$(gpct "vzd/reconciler.ListRecords")
 bop=$(grep -E '^BenchmarkPassNoop200(-[0-9]+)? ' "$BIN/gobench.txt" | awk '{printf "%.0f", $5/1048576; exit}')
@@ -810,20 +811,25 @@ and 40 MiB per pass.
    a copy and reflection sort of every \`ContainerStatus\`, for a writer that kept one per 200 ms): 36–40% of
    \`BenchmarkPassNoop200\`. Fixed (e4c8864): \`OnChange\` only notifies; the writer builds the status when it
    writes. Now: \`BenchmarkPassNoop200\` $(gomed BenchmarkPassNoop200) ms and ${bop:-?} MiB per pass.
-5. **Every pass re-reads and decodes every record** (\`reconciler/record.go\`, \`ListRecords\`: JSON holding up to
-   two whole specs each): ${gpct_rec:-under 1%} of \`BenchmarkPassNoop200\` in this run. Not changed: the reconciler
-   writes the records itself and keeps them in memory, so reading them at start (or when their mtime changes)
-   would do.
-6. **What is left of a no-op pass: the runtime's liveness check, the drift check of the limits, the load** (perf
-   profile above). \`runtime.Status\` is ${pct_rt:-under 1%} of the agent's CPU, nearly all of it in \`cgroups.treePids\` (${pct_tree:-under 1%}): to
-   check that the recorded init still runs in its cgroup, \`actuators/runtime\` \`status\` calls \`cgroups.Procs\`, which
-   walks the container's cgroup subtree in every v1 hierarchy and reads every \`cgroup.procs\`
-   (\`actuators/cgroups/v1_linux.go\` \`procs\`, \`file.go\` \`treePids\`). Suggestion: read the init's \`/proc/PID/cgroup\`
-   once and check that its path in one hierarchy (freezer or pids) is under \`vzd/ID\`: one file instead of a walk
-   of every tree. The drift check \`cgroups.(*v1).Read\` (${pct_cgread:-under 1%}) reads every limit file of every container on every
-   pass: it could run on the resync only. Then the load: \`spec.Load\` (${pct_load:-under 1%}) parses every file on every pass (a cache
-   keyed by path, size and mtime would skip unchanged files) and \`ListRecords\` (item 5). With the 30 s resync,
-   the 0.1% idle goal needs a pass over $total containers to cost under about 25 ms of CPU; it costs $(get noop median_cpu_ms) ms.
+5. **Every pass re-read and decoded every record** (\`reconciler/record.go\`, \`ListRecords\`: JSON holding up to
+   two whole specs each). Fixed (d160ced): a record is decoded again only when its file changed since the last
+   pass. Now: \`ListRecords\` ${gpct_rec:-under 1%} of \`BenchmarkPassNoop200\`.
+6. **The runtime's liveness check walked the container's cgroup tree in every v1 hierarchy** (\`cgroups.treePids\`).
+   Fixed (ffbccba): the init's own \`/proc/PID/cgroup\` is read instead. Now: \`runtime.Status\` ${pct_rt:-under 1%} of the
+   agent's CPU.
+7. **Every pass parsed every file and read back every limit of every container**. Fixed (0c29c0e): \`spec.Loader\`
+   still reads every file but parses only those whose bytes changed; a running container's cgroup limits are read
+   back every \`--drift-interval\` (default 5 min; a spec change applies its limits at once whatever it is). Now:
+   the load ${pct_load:-under 1%}, \`cgroups.(*v1).Read\` ${pct_cgread:-under 1%} of the agent's CPU.
+8. **What is left of a no-op pass** (perf profile above): \`image.Observe\` ${pct_img:-under 1%} of the agent's CPU, of which
+   \`image.readLoops\` ${pct_loops:-under 1%} (the backing file and device number of each of the host's $loops loop devices, once per pass; it read four files each until 7234850) and the rest
+   a \`stat\`, the superblock and the record of each image; \`runtime.Status\` (above); the loop itself
+   (\`BenchmarkPassNoop200\`, $(gomed BenchmarkPassNoop200) ms with no observation at all). Not changed. Suggestions: keep the loop
+   devices' backing files across passes while \`/proc/self/mountinfo\` (pollable) has not changed; skip observing a
+   container whose records, mounts and init (now watched through a pidfd, 7234850) have not changed since its last
+   sync. With the 30 s resync, the 0.1% idle goal needs a pass over $total containers to cost under about 25 ms of
+   CPU; it costs $(get noop median_cpu_ms) ms. Since a crashed init and every file edit are now seen at once, a longer
+   resync (\`--resync 5m\`) is the other lever: idle CPU is then about the floor above plus one pass per 5 min.
 
 ## Commands
 

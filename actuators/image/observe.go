@@ -172,7 +172,7 @@ func (a *Actuator) snapshot() (*kernelSnapshot, error) {
 	if s := a.snap; s != nil && s.gen == gen && time.Since(s.at) < snapshotTTL {
 		return s, nil
 	}
-	loops, err := Loops()
+	loops, err := readLoops(false) // only backing files and numbers are looked up
 	if err != nil {
 		return nil, err
 	}
