@@ -617,7 +617,14 @@ func (m *v1) Kill(ctx context.Context, id string) error {
 			s, err := readFile(fz, "freezer.state")
 			return s == "FROZEN", err
 		}
-		k.thaw = func() error { return writeFile(fz, "freezer.state", "THAWED") }
+		k.thaw = func() error {
+			// Removed meanwhile (its processes gone, another stop's
+			// cleanup): nothing is left frozen.
+			if err := writeFile(fz, "freezer.state", "THAWED"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return nil
+		}
 	}
 	if err := killCgroup(ctx, k); err != nil {
 		return err
