@@ -173,6 +173,13 @@ func (n *Node) driftDue(id string) bool {
 	return true
 }
 
+// forgetDrift makes id's limits due for a check at its next observation.
+func (n *Node) forgetDrift(id string) {
+	n.driftMu.Lock()
+	delete(n.driftChecked, id)
+	n.driftMu.Unlock()
+}
+
 func (n *Node) CreateImage(ctx context.Context, c *spec.Container) error {
 	src := ""
 	if c.OSTemplate != "" {
@@ -205,9 +212,7 @@ func (n *Node) ApplyLimits(ctx context.Context, c *spec.Container) error {
 	if err := n.Cgroups.Apply(ctx, c.ID, cgroups.FromSpec(c, img.DevNumber)); err != nil {
 		return err
 	}
-	n.driftMu.Lock()
-	delete(n.driftChecked, c.ID) // read back at the next observation
-	n.driftMu.Unlock()
+	n.forgetDrift(c.ID) // read back at the next observation
 	return nil
 }
 
@@ -227,9 +232,7 @@ func (n *Node) ApplyNetwork(ctx context.Context, c *spec.Container) ([]string, e
 func (n *Node) Stop(ctx context.Context, c *spec.Container) error { return n.Runtime.Stop(ctx, c) }
 
 func (n *Node) Teardown(ctx context.Context, c *spec.Container) error {
-	n.driftMu.Lock()
-	delete(n.driftChecked, c.ID)
-	n.driftMu.Unlock()
+	n.forgetDrift(c.ID)
 	return errors.Join(n.Network.Remove(ctx, c), n.Cgroups.Remove(ctx, c.ID))
 }
 
