@@ -3,8 +3,11 @@ package reconciler
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 
+	"vzd/internal/filecache"
 	"vzd/internal/jsonfile"
 	"vzd/spec"
 )
@@ -47,10 +50,20 @@ func RecordPath(private string) string {
 	return filepath.Join(private, RecordDir, RecordFile)
 }
 
-// ReadRecord reads a record; a missing record is (nil, nil).
-func ReadRecord(private string) (*Record, error) {
+// records remembers decoded records: every pass reads every one, and
+// almost none has changed since the last.
+var records filecache.Cache[Record]
+
+func decodeRecord(path string) (Record, error) {
 	var r Record
-	found, err := jsonfile.Read(RecordPath(private), &r)
+	_, err := jsonfile.Read(path, &r)
+	return r, err
+}
+
+// ReadRecord reads a record; a missing record is (nil, nil). The
+// containers it points to are shared: callers must not modify them.
+func ReadRecord(private string) (*Record, error) {
+	r, found, err := records.Get(RecordPath(private), decodeRecord)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -69,15 +82,20 @@ func WriteRecord(private string, r *Record) error {
 // ListRecords finds the records under a private base: the containers vzd
 // manages or managed on this node, declared or not.
 func ListRecords(privateBase string) (map[string]*Record, error) {
-	matches, err := filepath.Glob(filepath.Join(privateBase, "*", RecordDir, RecordFile))
+	ents, err := os.ReadDir(privateBase)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]*Record{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]*Record{}
 	var errs []error
-	for _, m := range matches {
-		private := filepath.Dir(filepath.Dir(m))
-		r, err := ReadRecord(private)
+	for _, e := range ents {
+		if !e.IsDir() && e.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		r, err := ReadRecord(filepath.Join(privateBase, e.Name()))
 		if err != nil {
 			errs = append(errs, err)
 			continue

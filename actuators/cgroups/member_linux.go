@@ -2,10 +2,12 @@ package cgroups
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+
+	"vzd/internal/procfs"
 )
 
 // InCgroup reports whether pid is in the cgroup dir of the hierarchy named
@@ -14,7 +16,7 @@ import (
 // the container's whole tree in every hierarchy: the runtime asks this of
 // every running container on every pass.
 func InCgroup(pid int, key, dir string) (bool, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	b, err := procfs.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
 		return false, err
 	}

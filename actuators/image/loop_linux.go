@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"vzd/internal/procfs"
 )
 
 const (
@@ -47,25 +50,41 @@ func readLoops(flags bool) ([]Loop, error) {
 			continue
 		}
 		dir := filepath.Join(sysBlock, name)
-		bf, err := os.ReadFile(filepath.Join(dir, "loop", "backing_file"))
+		bf, err := procfs.ReadFile(filepath.Join(dir, "loop", "backing_file"))
 		if err != nil {
 			continue // not bound (no loop/ directory) or gone meanwhile
 		}
-		num, _ := os.ReadFile(filepath.Join(dir, "dev"))
 		l := Loop{
 			Dev:         "/dev/" + name,
-			Number:      strings.TrimSpace(string(num)),
+			Number:      loopNumber(name, dir),
 			BackingFile: strings.TrimSuffix(string(bf), "\n"),
 		}
 		if flags {
-			ac, _ := os.ReadFile(filepath.Join(dir, "loop", "autoclear"))
-			dio, _ := os.ReadFile(filepath.Join(dir, "loop", "dio"))
+			ac, _ := procfs.ReadFile(filepath.Join(dir, "loop", "autoclear"))
+			dio, _ := procfs.ReadFile(filepath.Join(dir, "loop", "dio"))
 			l.Autoclear = strings.TrimSpace(string(ac)) == "1"
 			l.DirectIO = strings.TrimSpace(string(dio)) == "1"
 		}
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// loopNumbers remembers each loop device's "major:minor": it is fixed
+// for the device's life (and the same when a removed device comes back
+// under its name), and reading it was half of a pass's sysfs reads.
+var loopNumbers sync.Map // name -> string
+
+func loopNumber(name, dir string) string {
+	if v, ok := loopNumbers.Load(name); ok {
+		return v.(string)
+	}
+	b, err := procfs.ReadFile(filepath.Join(dir, "dev"))
+	num := strings.TrimSpace(string(b))
+	if err == nil && num != "" {
+		loopNumbers.Store(name, num)
+	}
+	return num
 }
 
 // realPath resolves links in path; a missing path is returned cleaned.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moby/sys/mountinfo"
@@ -47,14 +48,14 @@ func (a *Actuator) Observe(ctx context.Context, c *spec.Container) (State, error
 	if err != nil {
 		return st, err
 	}
-	loop, attached := snap.loops[realPath(img)]
+	loop, attached := snap.loops[snap.realPath(img)]
 	if attached {
 		st.Attached, st.LoopDev, st.DevNumber = true, loop.Dev, loop.Number
 	}
-	if m, ok := snap.mounts[realPath(stagingPath(c))]; ok && attached && devNumber(m) == loop.Number {
+	if m, ok := snap.mounts[snap.realPath(stagingPath(c))]; ok && attached && devNumber(m) == loop.Number {
 		st.Mounted = true
 	}
-	_, st.RootMounted = snap.mounts[realPath(c.Root)]
+	_, st.RootMounted = snap.mounts[snap.realPath(c.Root)]
 	r, err := readRecord(c)
 	if err != nil {
 		return st, err
@@ -153,6 +154,38 @@ type kernelSnapshot struct {
 	gen    uint64
 	loops  map[string]Loop
 	mounts map[string]*mountinfo.Info
+
+	realMu sync.Mutex
+	real   map[string]string // path -> realPath(path), as of this snapshot
+}
+
+// realPath is realPath(path), remembering every directory on the way for
+// the snapshot's life: the containers' paths share their first components
+// (filepath.EvalSymlinks resolved each again: a third of a pass's
+// system calls), and a snapshot is as stale as its loops and mounts.
+func (s *kernelSnapshot) realPath(path string) string {
+	path = filepath.Clean(path)
+	if !filepath.IsAbs(path) || path == "/" {
+		return realPath(path)
+	}
+	s.realMu.Lock()
+	r, ok := s.real[path]
+	s.realMu.Unlock()
+	if ok {
+		return r
+	}
+	dir := s.realPath(filepath.Dir(path))
+	r = filepath.Join(dir, filepath.Base(path))
+	if fi, err := os.Lstat(r); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		r = realPath(r)
+	}
+	s.realMu.Lock()
+	if s.real == nil {
+		s.real = map[string]string{}
+	}
+	s.real[path] = r
+	s.realMu.Unlock()
+	return r
 }
 
 // snapshotTTL bounds how stale a snapshot may be. Changes made through

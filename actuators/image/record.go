@@ -3,6 +3,7 @@ package image
 import (
 	"path/filepath"
 
+	"vzd/internal/filecache"
 	"vzd/internal/jsonfile"
 	"vzd/spec"
 )
@@ -27,8 +28,16 @@ func recordPath(c *spec.Container) string {
 
 // readRecord returns the record, or a zero record when there is none.
 func readRecord(c *spec.Container) (record, error) {
+	r, _, err := records.Get(recordPath(c), decodeRecord)
+	return r, err
+}
+
+// records remembers decoded records: every pass reads every image's.
+var records filecache.Cache[record]
+
+func decodeRecord(path string) (record, error) {
 	var r record
-	_, err := jsonfile.Read(recordPath(c), &r)
+	_, err := jsonfile.Read(path, &r)
 	return r, err
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"vzd/internal/filecache"
 	"vzd/internal/jsonfile"
 	"vzd/internal/procfs"
 	"vzd/spec"
@@ -69,8 +70,16 @@ func ConsoleLogPath(c *spec.Container) string {
 
 // readRecord returns the record, or a zero record when there is none.
 func readRecord(private string) (record, error) {
+	r, _, err := records.Get(recordPath(private), decodeRecord)
+	return r, err
+}
+
+// records remembers decoded records: every pass reads every container's.
+var records filecache.Cache[record]
+
+func decodeRecord(path string) (record, error) {
 	var r record
-	_, err := jsonfile.Read(recordPath(private), &r)
+	_, err := jsonfile.Read(path, &r)
 	return r, err
 }
 

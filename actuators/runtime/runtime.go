@@ -110,7 +110,7 @@ func (r *Runtime) Status(ctx context.Context, c *spec.Container) (Status, error)
 func (r *Runtime) status(ctx context.Context, c *spec.Container, rec record) Status {
 	st := Status{Pid: rec.Pid, StartTime: rec.StartTime, StartedAt: rec.StartedAt, UIDBase: rec.UIDBase, GIDBase: rec.GIDBase}
 	if alive(rec.Pid, rec.StartTime) {
-		st.Running = r.inCgroup(ctx, c.ID, rec.Pid)
+		st.Running = r.inCgroupRecently(ctx, c.ID, rec.Pid, rec.StartTime)
 	}
 	if !st.Running {
 		if e, ok := readExit(c.Private); ok {
