@@ -12,7 +12,7 @@
 #   no-op:   a pass with nothing to do over every container (SIGHUP until
 #            every container is synced again), `vzd plan --json` over them
 #            (hyperfine), and the loop alone (go test -bench in reconciler).
-#   idle:    agent CPU over 60 s with every container running.
+#   idle:    agent CPU over one resync period (5 min) with every container running.
 #   peer:    LXC: lxc-create -t busybox + lxc-start until RUNNING.
 #
 # Everything lives under /var/tmp/vzd-bench-agent in its own network
@@ -25,7 +25,7 @@ scripts/deps.sh bench # each script runs on its own too: its peers and tools
 N_LAT=${N_LAT:-20}
 N_LAT2=${N_LAT2:-10}
 N_BULK=${N_BULK:-200}
-IDLE_S=${IDLE_S:-60}
+IDLE_S=${IDLE_S:-300} # one resync period (the agent's default --resync)
 NOOP_RUNS=${NOOP_RUNS:-3}
 LXC_RUNS=${LXC_RUNS:-10}
 R=/var/tmp/vzd-bench-agent
@@ -397,12 +397,20 @@ def oncpu_ns(pid):
     return n
 
 def cmd_idle(secs):
+    """Agent CPU over secs seconds with nothing changing. The window is one
+    resync period by default, so it holds exactly one resync pass (the
+    ticker does not move). The floor is the CPU of the seconds that
+    overlap no pass; nothing polls the agent during the window."""
     st0 = status()
     sups = [p for p in pids() if cmdline(p).startswith(b"vzd-supervisor\0" + prefix.encode())]
     a0 = cpu_ticks(agent)
     s0 = sum(ticks(p) for p in sups)
     t0 = time.monotonic()
-    time.sleep(secs)
+    samples = [(time.time(), oncpu_ns(agent))]
+    end = t0 + secs
+    while time.monotonic() < end:
+        time.sleep(max(0, min(1.0, end - time.monotonic())))
+        samples.append((time.time(), oncpu_ns(agent)))
     a1 = cpu_ticks(agent)
     s1 = sum(ticks(p) for p in sups)
     el = time.monotonic() - t0
@@ -410,6 +418,7 @@ def cmd_idle(secs):
     print(f"seconds {el:.1f}")
     print(f"agent_cpu_s {(a1 - a0) / hz:.2f}")
     print(f"agent_pct {100 * (a1 - a0) / hz / el:.3f}")
+    print(f"agent_ns_pct {100 * (samples[-1][1] - samples[0][1]) / 1e9 / el:.4f}")
     print(f"passes {st1['passes'] - st0['passes']}")
     print(f"supervisors {len(sups)}")
     print(f"sup_cpu_s {(s1 - s0) / hz:.2f}")
@@ -418,29 +427,23 @@ def cmd_idle(secs):
     # The last resync pass of the window: from its load to its last sync.
     lp = ts(st1["last_pass"])
     sy = [ts(c["synced"]) for c in st1["containers"] if c.get("synced")]
-    if sy and min(sy) >= lp:
+    busy = None
+    if st1["passes"] > st0["passes"] and sy and min(sy) >= lp:
         print(f"resync_pass_ms {(max(sy) - lp) * 1000:.0f}")
+        busy = (lp - 0.5, max(sy) + 2.0) # the pass and the GC after it
     else:
         print("resync_pass_ms n/a")
-    # The floor: CPU between two resync passes (the heartbeat, timers,
-    # the garbage collector). Wait for a pass to end, then measure until
-    # just before the next tick; nothing polls the agent meanwhile.
-    floor = "n/a"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        st = status()
-        lp = ts(st["last_pass"])
-        done = all(c.get("synced") and ts(c["synced"]) >= lp for c in st["containers"])
-        left = lp + 29 - time.time()
-        if done and left >= 8:
-            a0 = oncpu_ns(agent)
-            t0 = time.monotonic()
-            time.sleep(left - 1)
-            el = time.monotonic() - t0
-            floor = f"{100 * (oncpu_ns(agent) - a0) / 1e9 / el:.4f} {el:.1f}"
-            break
-        time.sleep(0.5)
-    print(f"floor_pct {floor}")
+    # The floor: the one-second samples that overlap no pass (the
+    # heartbeat, timers, the garbage collector).
+    fns, fs = 0, 0.0
+    pass_ns = 0
+    for (ta, na), (tb, nb) in zip(samples, samples[1:]):
+        if busy and tb > busy[0] and ta < busy[1]:
+            pass_ns += nb - na
+            continue
+        fns, fs = fns + nb - na, fs + tb - ta
+    print(f"floor_pct {100 * fns / 1e9 / fs:.4f} {fs:.1f}" if fs > 0 else "floor_pct n/a")
+    print(f"pass_cpu_ms {pass_ns / 1e6:.1f}" if busy else "pass_cpu_ms n/a")
 
 cmd = sys.argv[1]
 if cmd == "latency":
@@ -587,7 +590,7 @@ if [ "$perf_ok" = 1 ]; then
 		awk '/^#/ || NF == 0 {next} /vzd\/|mountinfo|syscall\.Syscall|runtime\.gcBgMarkWorker|encoding\/json|hcl/ {printf "%8s %8s  %s\n", $1, $2, $4}' | head -40)
 fi
 gomed() { grep -E "^$1(-[0-9]+)? " "$BIN/gobench.txt" | awk '{print $3/1e6}' | sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-idle_pct=$(get idle agent_pct)
+idle_pct=$(get idle agent_ns_pct)
 noop_med=$(get noop median_ms)
 met() { python3 -c "print('**met**' if $1 else '**not met**')"; }
 if [ "$lxc_ok" = 1 ] && [ "${#lxc_total_ms[@]}" -gt 0 ]; then
@@ -626,7 +629,7 @@ $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo). Load average 
 One sandbox node: root \`$R\` (ext4 on the host disk), config directory \`$conf\`, its own network
 namespace (\`ip netns add $NS\`), the agent run as
 \`vzd agent --root $R --config-dir $conf --global-config $R/etc/vz/vz.conf --host-netns /run/netns/$NS\`
-with its defaults (4 workers, resync every 30 s, 100 ms debounce of file events).
+with its defaults (4 workers, resync every 5 min, 100 ms debounce of file events).
 Every container is a busybox container: \`ostemplate = "busybox"\`, \`ram = "128M"\`, \`disk.size = "128M"\`,
 one routed address \`10.99.x.y/32\` on \`eth0\`. The timing helper (Python, written by the script) polls
 \`/proc\` every 1 ms and the agent's control socket (\`GET /status\` on \`$R/run/vzd/vzd.sock\`).
@@ -778,9 +781,11 @@ $(get idle running) containers running, nothing changing, $(get idle seconds) s:
 | figure | value |
 |---|---:|
 | agent CPU | $(get idle agent_cpu_s) s = $idle_pct% of one CPU |
-| resync passes in the window (every 30 s) | $(get idle passes) |
+| the same, from the sum of \`/proc/AGENT/task/*/schedstat\` (ns) | $(get idle agent_ns_pct)% of one CPU |
+| resync passes in the window (every 5 min) | $(get idle passes) |
+| agent CPU of that pass and the 2 s after it (schedstat) | $(get idle pass_cpu_ms) ms |
 | the last pass before the end of the window, from its load to its last container synced (agent's timestamps) | $(get idle resync_pass_ms) ms |
-| agent CPU between two resync passes (from the end of one to just before the next tick, $(awk '$1=="floor_pct"{print $3}' "$BIN/idle.txt") s; sum of \`/proc/AGENT/task/*/schedstat\`, ns) | $(get idle floor_pct)% of one CPU |
+| agent CPU outside that pass (the window's one-second samples that overlap no pass, $(awk '$1=="floor_pct"{print $3}' "$BIN/idle.txt") s; schedstat) | $(get idle floor_pct)% of one CPU |
 | all $(get idle supervisors) supervisors together | $(get idle sup_cpu_s) s = $(get idle sup_pct)% of one CPU |
 
 ## Bottlenecks

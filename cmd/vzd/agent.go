@@ -39,7 +39,7 @@ STATUS= with counts, WATCHDOG=1 from the loop, RELOADING=1 on SIGHUP.
 Stopping the agent (SIGTERM, Ctrl-C) leaves every container running.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&agentFlags.workers, "workers", 4, "containers converged at once")
-			fs.DurationVar(&agentFlags.resync, "resync", 30*time.Second, "period of the full relist that repairs what changed behind the agent's back (file edits and init exits are seen at once)")
+			fs.DurationVar(&agentFlags.resync, "resync", 5*time.Minute, "period of the full relist that repairs what changed behind the agent's back, e.g. a link deleted or a file system unmounted by hand (file edits, init exits, SIGHUP and vzd requests start a pass at once)")
 			fs.DurationVar(&agentFlags.drift, "drift-interval", 5*time.Minute, "how often each running container's cgroup limits are read back and repaired if edited by hand (0: every pass)")
 		},
 		run: runAgent,

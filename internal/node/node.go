@@ -94,7 +94,7 @@ func New(cfg Config) (*Node, error) {
 	if n.Images, err = image.New(image.Config{Paths: cfg.Paths, Log: cfg.Log, RootMounter: rootMounter}); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
-	if n.Runtime, err = runtime.New(runtime.Config{Paths: cfg.Paths, Cgroups: n.Cgroups, Log: cfg.Log}); err != nil {
+	if n.Runtime, err = runtime.New(runtime.Config{Paths: cfg.Paths, Cgroups: n.Cgroups, Log: cfg.Log, Roots: rootMounter}); err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
 	if n.Network, err = network.New(network.Config{HostNS: cfg.HostNS, Uplink: cfg.Uplink, Log: cfg.Log}); err != nil {
@@ -163,7 +163,10 @@ func (n *Node) driftDue(id string) bool {
 	now := time.Now()
 	n.driftMu.Lock()
 	defer n.driftMu.Unlock()
-	if last, ok := n.driftChecked[id]; ok && now.Sub(last) < n.cfg.DriftInterval {
+	// A tenth of slack: with a resync period equal to the interval, a
+	// check made a little less than the interval ago is still due, or
+	// every other pass would skip it.
+	if last, ok := n.driftChecked[id]; ok && now.Sub(last) < n.cfg.DriftInterval-n.cfg.DriftInterval/10 {
 		return false
 	}
 	if n.driftChecked == nil {

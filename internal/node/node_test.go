@@ -20,6 +20,15 @@ func TestDriftDue(t *testing.T) {
 	if !n.driftDue("a") {
 		t.Fatal("check not due after the interval")
 	}
+	// A resync period equal to the interval lands a little early: due.
+	n.driftChecked["a"] = time.Now().Add(-59 * time.Minute)
+	if !n.driftDue("a") {
+		t.Fatal("check made just under the interval ago not due: every other pass would skip it")
+	}
+	n.driftChecked["a"] = time.Now().Add(-30 * time.Minute)
+	if n.driftDue("a") {
+		t.Fatal("check due at half the interval")
+	}
 	every := &Node{}
 	if !every.driftDue("a") || !every.driftDue("a") {
 		t.Fatal("DriftInterval 0 must check at every observation")
