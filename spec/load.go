@@ -12,8 +12,12 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"golang.org/x/sys/unix"
+
+	"vzd/internal/filecache"
 )
 
 // MaxFileSize caps what the loader reads of one file: config files are
@@ -514,8 +518,31 @@ func Conflicts(cs []*Container, others map[string]*Container) Diagnostics {
 // checks, and follows a symlink only into the private areas (the legacy
 // layout links /etc/vz/conf/<ID>.conf to $VE_PRIVATE/ve.conf).
 type osSource struct {
-	dir string
-	p   Paths
+	dir  string
+	p    Paths
+	memo *readMemo // nil: read every file
+}
+
+// readMemo remembers the bytes of the regular files read, by name and the
+// file's identity and times, so that a loader looking at an unchanged
+// directory lstats each file instead of opening and reading it. A file
+// changed in the last seconds is always read (filecache.Key.Settled).
+type readMemo struct {
+	files map[string]memoFile
+	seen  map[string]bool
+}
+
+type memoFile struct {
+	key  filecache.Key
+	data []byte
+}
+
+func keyOf(fi fs.FileInfo) (filecache.Key, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return filecache.Key{}, false
+	}
+	return filecache.Key{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: unix.Timespec(st.Mtim), Ctime: unix.Timespec(st.Ctim)}, true
 }
 
 func (s osSource) list() ([]fs.DirEntry, error) {
@@ -533,6 +560,14 @@ func (s osSource) read(name string) ([]byte, error) {
 		return nil, err
 	}
 	target := full
+	if s.memo != nil && fi.Mode().IsRegular() {
+		s.memo.seen[name] = true
+		if k, ok := keyOf(fi); ok {
+			if m, ok := s.memo.files[name]; ok && m.key == k {
+				return m.data, nil
+			}
+		}
+	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		resolved, err := filepath.EvalSymlinks(full)
 		if err != nil {
@@ -565,6 +600,13 @@ func (s osSource) read(name string) ([]byte, error) {
 	}
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("refused: larger than %d bytes", MaxFileSize)
+	}
+	// Remember a regular file (not a link's target: the link may change
+	// where it points without the target changing) once it has settled.
+	if s.memo != nil && target == full {
+		if k, ok := keyOf(fi); ok && k.Settled(time.Now()) && k.Size == int64(len(data)) {
+			s.memo.files[name] = memoFile{key: k, data: data}
+		}
 	}
 	return data, nil
 }

@@ -9,9 +9,11 @@ import (
 // the last load, under a global configuration whose bytes are unchanged
 // too, is not parsed and validated again. The agent loads every file on
 // every pass and almost none has changed; parsing was most of the cost of
-// a load. Every file is still read, so what the loader returns is exactly
-// what Load would. The containers it returns are shared between loads:
-// callers must not modify them (none does: a spec is a value once loaded).
+// a load. A regular file whose identity, size and times are those it had
+// at the last load, and that last changed more than a moment ago, is not
+// even read again. What the loader returns is what Load would. The
+// containers it returns are shared between loads: callers must not modify
+// them (none does: a spec is a value once loaded).
 type Loader struct {
 	Paths Paths
 
@@ -19,6 +21,7 @@ type Loader struct {
 	global  []byte // the global file's bytes at the last load; nil when absent
 	hasLast bool
 	files   map[string]parsedFile
+	reads   readMemo
 }
 
 type parsedFile struct {
@@ -48,7 +51,16 @@ func (l *Loader) Load() (*Set, error) {
 		l.files[file] = parsedFile{data: data, format: opt.Format, cs: cs, ids: ids, diags: diags}
 		return cs, ids, diags
 	}
-	set, err := load(osSource{dir: l.Paths.ConfigDir, p: l.Paths}, l.Paths, gr, parse)
+	if l.reads.files == nil {
+		l.reads.files = map[string]memoFile{}
+	}
+	l.reads.seen = map[string]bool{}
+	set, err := load(osSource{dir: l.Paths.ConfigDir, p: l.Paths, memo: &l.reads}, l.Paths, gr, parse)
+	for name := range l.reads.files {
+		if !l.reads.seen[name] {
+			delete(l.reads.files, name)
+		}
+	}
 	// Forget files that are gone, so the memory is the directory's size.
 	for file := range l.files {
 		if !seen[file] {

@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
+
+	"vzd/internal/filecache"
 )
 
 // The Loader returns what Load returns, parsing again only what changed.
@@ -76,5 +79,59 @@ func TestLoaderMatchesLoad(t *testing.T) {
 	s5 := same("global removed")
 	if s5.Containers["101"].Memory.RAM == 512<<20 {
 		t.Error("removed global still applied")
+	}
+}
+
+// A settled file is not read again, yet every change shows: a rewrite in
+// place with the same size, a chmod that makes it refused, a removal.
+func TestLoaderReadsOnlyChangedFiles(t *testing.T) {
+	t.Cleanup(filecache.SetRacyWindowForTest(10 * time.Millisecond))
+	root := t.TempDir()
+	p := Paths{Prefix: root, ConfigDir: filepath.Join(root, "etc/vz/conf"), GlobalConfig: filepath.Join(root, "etc/vz/vz.conf")}
+	if err := os.MkdirAll(p.ConfigDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	web := filepath.Join(p.ConfigDir, "web.hcl")
+	if err := os.WriteFile(web, []byte("container \"web\" {\n  memory { ram = \"1G\" }\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	l := &Loader{Paths: p}
+	load := func() *Set {
+		t.Helper()
+		s, err := l.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := load(); s.Containers["web"] == nil || s.Containers["web"].Memory.RAM != 1<<30 {
+		t.Fatalf("first load: %+v", s.Containers)
+	}
+	if _, ok := l.reads.files["web.hcl"]; !ok {
+		t.Fatal("a settled file was not remembered")
+	}
+	load()
+
+	// Same size, new bytes, in place.
+	if err := os.WriteFile(web, []byte("container \"web\" {\n  memory { ram = \"2G\" }\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s := load(); s.Containers["web"] == nil || s.Containers["web"].Memory.RAM != 2<<30 {
+		t.Fatalf("in-place rewrite not seen: %+v", s.Containers["web"])
+	}
+	time.Sleep(50 * time.Millisecond)
+	load()
+	if err := os.Chmod(web, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if s := load(); s.Containers["web"] != nil || !s.Files[web].Failed {
+		t.Fatalf("file made group-writable still applied: %+v", s.Files[web])
+	}
+	if err := os.Remove(web); err != nil {
+		t.Fatal(err)
+	}
+	if s := load(); len(s.Containers) != 0 || len(l.reads.files) != 0 {
+		t.Fatalf("removed file still loaded or remembered: %v %v", s.Containers, l.reads.files)
 	}
 }

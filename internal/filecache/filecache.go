@@ -102,3 +102,12 @@ func (c *Cache[T]) forget(path string) {
 	delete(c.m, path)
 	c.mu.Unlock()
 }
+
+// SetRacyWindowForTest sets how recent a change must be for a file not to
+// be trusted, for tests of packages that use Key.Settled, and returns the
+// function that restores it.
+func SetRacyWindowForTest(d time.Duration) (restore func()) {
+	old := racyWindow
+	racyWindow = d
+	return func() { racyWindow = old }
+}
