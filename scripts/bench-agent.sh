@@ -826,15 +826,20 @@ and 40 MiB per pass.
    still reads every file but parses only those whose bytes changed; a running container's cgroup limits are read
    back every \`--drift-interval\` (default 5 min; a spec change applies its limits at once whatever it is). Now:
    the load ${pct_load:-under 1%}, \`cgroups.(*v1).Read\` ${pct_cgread:-under 1%} of the agent's CPU.
-8. **What is left of a no-op pass** (perf profile above): \`image.Observe\` ${pct_img:-under 1%} of the agent's CPU, of which
-   \`image.readLoops\` ${pct_loops:-under 1%} (the backing file and device number of each of the host's $loops loop devices, once per pass; it read four files each until 7234850) and the rest
-   a \`stat\`, the superblock and the record of each image; \`runtime.Status\` (above); the loop itself
-   (\`BenchmarkPassNoop200\`, $(gomed BenchmarkPassNoop200) ms with no observation at all). Not changed. Suggestions: keep the loop
-   devices' backing files across passes while \`/proc/self/mountinfo\` (pollable) has not changed; skip observing a
-   container whose records, mounts and init (now watched through a pidfd, 7234850) have not changed since its last
-   sync. With the 30 s resync, the 0.1% idle goal needs a pass over $total containers to cost under about 25 ms of
-   CPU; it costs $(get noop median_cpu_ms) ms. Since a crashed init and every file edit are now seen at once, a longer
-   resync (\`--resync 5m\`) is the other lever: idle CPU is then about the floor above plus one pass per 5 min.
+8. **A no-op pass was bound by system calls** (about 185 per container: \`filepath.EvalSymlinks\` lstat'ing every
+   component of three paths per container, \`os.ReadFile\`'s extra stat, fcntl and epoll calls on every sysfs and
+   procfs file, every record opened and decoded again, every config file read again). Fixed (34c8db3 and the two
+   commits after it): records are decoded again only when their file's identity or times change
+   (\`internal/filecache\`; a file changed in the last 2 s is never trusted), config files likewise are only
+   lstat'ed (\`spec.Loader\`), \`/proc\` and \`/sys\` files and superblocks are read with three calls, real paths
+   are resolved through a per-snapshot memo of their directories, a loop device's number is read once, an init
+   found in its cgroup is re-checked once a minute. Now: \`image.Observe\` ${pct_img:-under 1%} of the agent's CPU
+   (\`image.readLoops\` ${pct_loops:-under 1%}: the backing file of each of the host's $loops loop devices, once per
+   pass), \`runtime.Status\` ${pct_rt:-under 1%}; a no-op pass $noop_med ms, $(get noop median_cpu_ms) ms of CPU.
+9. **Idle CPU was two resync passes a minute.** Fixed: the default \`--resync\` is 5 min (file events, init exits,
+   SIGHUP and \`vzd sync\` start a pass at once; the timer only catches what changes without an event). Now: idle
+   $idle_pct% of one CPU over one resync period, of which the floor (timers, the watchdog heartbeat, the garbage
+   collector) is $(get idle floor_pct | cut -d' ' -f1)%.
 
 ## Commands
 
