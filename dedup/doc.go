@@ -16,5 +16,10 @@
 // so every container reads the one object: one page-cache copy and one set
 // of reads. The container's image (FS) keeps all its files: without the
 // store the same image mounts as overlay(upper=FS/delta, lower=FS/root) and
-// shows the same tree. See docs/DEDUP.md.
+// shows the same tree.
+//
+// An unprivileged container gets the same layers with its ids: an overlay
+// cannot be idmapped, so at start the runtime has Mounter.ShiftRoot build
+// it from idmapped lower layers over a delta kept owned by the container's
+// host ids. See docs/DEDUP.md.
 package dedup

@@ -37,14 +37,18 @@ func PlainMounter(log *slog.Logger) *Mounter {
 }
 
 // MountRoot mounts the root of container c (its image mounted at fsDir,
-// base tree in fsDir/root) at c.Root:
+// base tree in fsDir/root) at c.Root. For a privileged container:
 //
 //   - overlay(upper=delta, lower=meta:root::objects) when the container has
-//     valid stubs and the cache may be used for it (enabled, not NoDedup,
-//     privileged unless Config.UnprivilegedOverlay);
+//     valid stubs and the cache may be used for it (enabled, not NoDedup);
 //   - overlay(upper=delta, lower=root) when the container has a delta (it
 //     ran on an overlay before, and its writes are there) but no usable stubs;
 //   - a bind mount of root otherwise (a container that never ran with dedup).
+//
+// For an unprivileged container it mounts the host's view (hostView): the
+// container's tree owned by its ids 0..65535, as the host's tools expect,
+// without cache layers; the runtime builds the container's own overlay at
+// start (ShiftRoot).
 //
 // Stubs whose object is missing or damaged, or whose base file changed, are
 // removed first. Problems with the cache are logged and fall back to the
@@ -63,15 +67,16 @@ func (m *Mounter) MountRoot(ctx context.Context, c *spec.Container, fsDir string
 	delta := filepath.Join(fsDir, deltaName)
 	work := filepath.Join(fsDir, workName)
 	log := m.log.With("container", c.ID)
-	useCache := m.cache.Enabled() && !c.NoDedup
-	if useCache && !c.Privileged && !m.cache.unpriv {
-		// See Config.UnprivilegedOverlay: an overlay root would fail the
-		// runtime's idmapping. A container with a delta still needs its
-		// overlay (below) to show its files; the runtime reports that.
-		useCache = false
-		log.Debug("cache layers not used for an unprivileged container")
+	if !c.Privileged {
+		return m.hostView(c, fsDir)
 	}
-	if useCache {
+	// A delta an unprivileged run left shifted is the host's ids again.
+	if exists(delta) {
+		if err := reshift(fsDir, idShift{}, false); err != nil {
+			return err
+		}
+	}
+	if m.cache.Enabled() && !c.NoDedup {
 		stubs, err := m.cache.prepare(c.ID, root, fsDir)
 		if err != nil {
 			log.Warn("cache not used for mount", "err", err)

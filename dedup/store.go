@@ -73,13 +73,9 @@ type Config struct {
 	// PFCacheDir is already a file system of its own). Dedup.CacheSize
 	// still bounds the bytes stored.
 	PlainDir bool
-	// UnprivilegedOverlay lets unprivileged containers get cache layers.
-	// Off by default: this kernel cannot idmap an overlayfs mount
-	// (mount_setattr(MOUNT_ATTR_IDMAP) returns EINVAL), and the runtime
-	// idmaps c.Root to start an unprivileged container, so such a container
-	// would fail to start on an overlay root. Turn it on once the runtime
-	// builds unprivileged roots another way (idmapped layers under the
-	// overlay); see docs/DEDUP.md.
+	// UnprivilegedOverlay is ignored: unprivileged containers always get
+	// cache layers, in the overlay the runtime has Mounter.ShiftRoot build
+	// at start from idmapped layers (see docs/DEDUP.md, "Idmapped mounts").
 	UnprivilegedOverlay bool
 }
 

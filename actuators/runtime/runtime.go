@@ -38,6 +38,21 @@ type Config struct {
 	// helper; default: this process's own binary (/proc/self/exe
 	// resolved). It must call Main first thing.
 	Exe string
+	// Roots builds the root of an unprivileged container whose root
+	// cannot be an idmapped clone of c.Root (dedup's overlay); nil: every
+	// unprivileged root is an idmapped clone of c.Root.
+	Roots RootShifter
+}
+
+// RootShifter builds an unprivileged container's root for its id range at
+// start. dedup.Mounter implements it.
+type RootShifter interface {
+	// ShiftRoot either makes c.Root a mount whose files are already owned
+	// by the container's host ids (uidBase.., gidBase..; userns is an open
+	// /proc/PID/ns/user of the container with that mapping) and reports
+	// true, so that the runtime passes a clone of it on without idmapping
+	// it, or reports false and leaves c.Root a view to idmap.
+	ShiftRoot(ctx context.Context, c *spec.Container, uidBase, gidBase uint32, userns int) (bool, error)
 }
 
 // Runtime starts, stops, observes and enters containers. It keeps no state
@@ -49,6 +64,7 @@ type Runtime struct {
 	cg    cgroups.Manager
 	log   *slog.Logger
 	exe   string
+	roots RootShifter
 
 	allocMu sync.Mutex // serialises uid range allocation
 	mu      sync.Mutex
@@ -70,7 +86,7 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		cfg.Exe = exe
 	}
-	return &Runtime{paths: cfg.Paths, cg: cfg.Cgroups, log: cfg.Log.With("actuator", "runtime"), exe: cfg.Exe, locks: map[string]*sync.Mutex{}}, nil
+	return &Runtime{paths: cfg.Paths, cg: cfg.Cgroups, log: cfg.Log.With("actuator", "runtime"), exe: cfg.Exe, roots: cfg.Roots, locks: map[string]*sync.Mutex{}}, nil
 }
 
 func (r *Runtime) lock(id string) func() {
@@ -242,7 +258,7 @@ func (r *Runtime) Start(ctx context.Context, c *spec.Container) (retErr error) {
 		}
 	}
 	l := launchFor(c, rec, r.cg.Dirs(c.ID))
-	rec, err = r.spawn(ctx, l)
+	rec, err = r.spawn(ctx, c, l)
 	if err != nil {
 		// Whatever began in the cgroup is ours to end.
 		_ = r.cg.Kill(context.WithoutCancel(ctx), c.ID)

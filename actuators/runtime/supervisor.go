@@ -171,7 +171,7 @@ func openPty() (master, slave *os.File, err error) {
 // mount fd (idmapped onto its user namespace unless privileged), and waits
 // until it has exec'd the container's init. On error, init is killed (the
 // supervisor records its exit and leaves).
-func (r *Runtime) spawn(ctx context.Context, l launch) (rec record, retErr error) {
+func (r *Runtime) spawn(ctx context.Context, c *spec.Container, l launch) (rec record, retErr error) {
 	rec = l.Record
 	master, slave, err := openPty()
 	if err != nil {
@@ -253,7 +253,7 @@ func (r *Runtime) spawn(ctx context.Context, l launch) (rec record, retErr error
 			return rec, fmt.Errorf("move init into %s: %w", d, err)
 		}
 	}
-	mfd, err := rootMount(l, pid)
+	mfd, err := r.rootMount(ctx, c, l, pid)
 	if err != nil {
 		return rec, err
 	}
@@ -310,21 +310,32 @@ func readWithContext(ctx context.Context, f *os.File) (string, error) {
 
 // rootMount clones the container's root (with every mount under it) into
 // a detached mount, idmapped onto the user namespace of pid unless the
-// container is privileged. The image stays owned by 0..65535 on disk.
-func rootMount(l launch, pid int) (int, error) {
+// container is privileged or its root is already built for its ids (an
+// overlay from r.roots, which cannot be idmapped). The image stays owned
+// by 0..65535 on disk.
+func (r *Runtime) rootMount(ctx context.Context, c *spec.Container, l launch, pid int) (int, error) {
+	var ns *os.File
+	shifted := false
+	if !l.Privileged {
+		var err error
+		ns, err = os.Open(fmt.Sprintf("/proc/%d/ns/user", pid))
+		if err != nil {
+			return -1, fmt.Errorf("open user namespace of %d: %w", pid, err)
+		}
+		defer ns.Close()
+		if r.roots != nil {
+			if shifted, err = r.roots.ShiftRoot(ctx, c, l.UIDBase, l.GIDBase, int(ns.Fd())); err != nil {
+				return -1, fmt.Errorf("build root of %s: %w", l.ID, err)
+			}
+		}
+	}
 	mfd, err := unix.OpenTree(unix.AT_FDCWD, l.Root, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
 		return -1, fmt.Errorf("clone mount %s: %w", l.Root, err)
 	}
-	if l.Privileged {
+	if l.Privileged || shifted {
 		return mfd, nil
 	}
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", pid))
-	if err != nil {
-		unix.Close(mfd)
-		return -1, fmt.Errorf("open user namespace of %d: %w", pid, err)
-	}
-	defer ns.Close()
 	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns.Fd())}
 	if err := unix.MountSetattr(mfd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
 		unix.Close(mfd)
