@@ -59,17 +59,35 @@ func (m *Mounter) hostView(c *spec.Container, fsDir string) error {
 		return makePrivate(root)
 	}
 	shift := readShift(delta)
-	if shift == (idShift{}) {
-		if err := ensureUpper(base, delta, work); err != nil {
+	if shift != (idShift{}) {
+		err := inverseView(root, fsDir, shift)
+		if err == nil {
+			log.Info("root mounted", "root", root, "mode", "overlay", "delta_ids", shift.String())
+			return makePrivate(root)
+		}
+		// Without the inverse mapping (no user namespace to be had, say),
+		// the delta goes back to container ids on disk: a walk now and
+		// one at the next start, but the same view.
+		log.Warn("delta shifted back for the host's view", "err", err)
+		if err := reshift(fsDir, idShift{}, false); err != nil {
 			return err
 		}
-		if err := mountOverlay(root, []string{base}, "", delta, work); err != nil {
-			return err
-		}
-		log.Info("root mounted", "root", root, "mode", "overlay")
-		return makePrivate(root)
 	}
-	if err := resetWork(work, shift); err != nil {
+	if err := ensureUpper(base, delta, work); err != nil {
+		return err
+	}
+	if err := mountOverlay(root, []string{base}, "", delta, work); err != nil {
+		return err
+	}
+	log.Info("root mounted", "root", root, "mode", "overlay")
+	return makePrivate(root)
+}
+
+// inverseView mounts at root overlay(lower=root, upper=delta, work=work)
+// with delta and work seen through an idmapped mount that maps shift+N on
+// disk to N.
+func inverseView(root, fsDir string, shift idShift) error {
+	if err := resetWork(filepath.Join(fsDir, workName), shift); err != nil {
 		return err
 	}
 	ns, err := usernsFor(shift, idShift{})
@@ -84,7 +102,7 @@ func (m *Mounter) hostView(c *spec.Container, fsDir string) error {
 		return err
 	}
 	defer unix.Close(fsm)
-	lower, err := idmappedClone(base, -1)
+	lower, err := idmappedClone(filepath.Join(fsDir, baseName), -1)
 	if err != nil {
 		return err
 	}
@@ -107,8 +125,7 @@ func (m *Mounter) hostView(c *spec.Container, fsDir string) error {
 	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("mount overlay on %s: %w", root, err)
 	}
-	log.Info("root mounted", "root", root, "mode", "overlay", "delta_ids", shift.String())
-	return makePrivate(root)
+	return nil
 }
 
 // ShiftRoot makes c.Root the root of unprivileged container c for the id
