@@ -184,7 +184,7 @@ func (w *shifter) entry(dfd int, name, p string) error {
 	// descriptor, without following the entry if it is a link.
 	xp := fmt.Sprintf("/proc/self/fd/%d/%s", dfd, name)
 	if name == "." {
-		xp = fmt.Sprintf("/proc/self/fd/%d", dfd)
+		xp = p // the top: the host's own path to delta/, not the container's
 	}
 	var caps []byte
 	if typ == unix.S_IFREG {

@@ -94,6 +94,11 @@ func TestReshift(t *testing.T) {
 	if err := unix.Lsetxattr(in("acl"), "system.posix_acl_access", aclXattr(1000, 1001), 0); err != nil {
 		t.Fatal(err)
 	}
+	for _, d := range []string{".", "d"} {
+		if err := unix.Lsetxattr(in(d), "system.posix_acl_default", aclXattr(1000, 1001), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.Symlink("f", in("link")); err != nil {
 		t.Fatal(err)
 	}
@@ -134,9 +139,11 @@ func TestReshift(t *testing.T) {
 		} else if len(cp) != 24 || cp[3] != 3 || binary.LittleEndian.Uint32(cp[20:]) != s.Uid || !bytes.Equal(cp[4:20], capV2()[4:20]) {
 			t.Errorf("shift %s: capability %x, want v3 for root %d", s, cp, s.Uid)
 		}
-		acl, err := getXattr(in("acl"), "system.posix_acl_access")
-		if err != nil || !bytes.Equal(acl, aclXattr(1000+s.Uid, 1001+s.Gid)) {
-			t.Errorf("shift %s: acl %x, %v", s, acl, err)
+		for _, x := range [][2]string{{"acl", "system.posix_acl_access"}, {".", "system.posix_acl_default"}, {"d", "system.posix_acl_default"}} {
+			acl, err := getXattr(in(x[0]), x[1])
+			if err != nil || !bytes.Equal(acl, aclXattr(1000+s.Uid, 1001+s.Gid)) {
+				t.Errorf("shift %s: %s of %s: %x, %v", s, x[1], x[0], acl, err)
+			}
 		}
 	}
 	for _, s := range []idShift{{300000, 400000}, {500000, 500000}} {
