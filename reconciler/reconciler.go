@@ -191,21 +191,34 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	// systemd watchdog); a loop stuck in a pass stops beating.
 	heartbeat := time.NewTicker(5 * time.Second)
 	defer heartbeat.Stop()
-	r.pass(ctx)
 	for {
+		r.pass(ctx)
 		if w != nil {
+			// After a pass only: the links among the files it loaded
+			// are what can have changed (the heartbeat below used to
+			// lstat every file every 5 s).
 			w.Watch(r.watchDirs())
 		}
+		if !r.wait(ctx, tick.C, heartbeat.C) {
+			return nil
+		}
+	}
+}
+
+// wait returns when the next pass is due (a trigger or the resync tick),
+// beating the heartbeat meanwhile; false when ctx ends.
+func (r *Reconciler) wait(ctx context.Context, tick, heartbeat <-chan time.Time) bool {
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-heartbeat.C:
+			return false
+		case <-heartbeat:
 			r.cfg.Progress()
-			continue
 		case <-r.trigger:
-		case <-tick.C:
+			return true
+		case <-tick:
+			return true
 		}
-		r.pass(ctx)
 	}
 }
 

@@ -824,7 +824,7 @@ and 40 MiB per pass.
    agent's CPU.
 7. **Every pass parsed every file and read back every limit of every container**. Fixed (0c29c0e): \`spec.Loader\`
    still reads every file but parses only those whose bytes changed; a running container's cgroup limits are read
-   back every \`--drift-interval\` (default 5 min; a spec change applies its limits at once whatever it is). Now:
+   back every \`--drift-interval\` (default 5 min then, 30 min now; a spec change applies its limits at once whatever it is). Now:
    the load ${pct_load:-under 1%}, \`cgroups.(*v1).Read\` ${pct_cgread:-under 1%} of the agent's CPU.
 8. **A no-op pass was bound by system calls** (about 185 per container: \`filepath.EvalSymlinks\` lstat'ing every
    component of three paths per container, \`os.ReadFile\`'s extra stat, fcntl and epoll calls on every sysfs and
@@ -836,8 +836,11 @@ and 40 MiB per pass.
    found in its cgroup is re-checked once a minute. Now: \`image.Observe\` ${pct_img:-under 1%} of the agent's CPU
    (\`image.readLoops\` ${pct_loops:-under 1%}: the backing file of each of the host's $loops loop devices, once per
    pass), \`runtime.Status\` ${pct_rt:-under 1%}; a no-op pass $noop_med ms, $(get noop median_cpu_ms) ms of CPU.
-9. **Idle CPU was two resync passes a minute.** Fixed: the default \`--resync\` is 5 min (file events, init exits,
-   SIGHUP and \`vzd sync\` start a pass at once; the timer only catches what changes without an event). Now: idle
+9. **Idle CPU was two resync passes a minute**, and the loop lstat'ed every config file at each 5 s heartbeat.
+   Fixed: the default \`--resync\` is 5 min (file events, init exits, SIGHUP and \`vzd sync\` start a pass at once;
+   the timer only catches what changes without an event); the limits read-back of every running container (about
+   a dozen cgroup files each, 400 ms of CPU over 200 containers) is every 30 min (\`--drift-interval\`) instead of
+   5, so it no longer falls on every resync pass; the heartbeat only beats. Now: idle
    $idle_pct% of one CPU over one resync period, of which the floor (timers, the watchdog heartbeat, the garbage
    collector) is $(get idle floor_pct | cut -d' ' -f1)%.
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"vzd/internal/procfs"
 )
 
 // writeFile writes value to the control file dir/name. It never creates the
@@ -45,7 +47,7 @@ func unwrapPath(err error) error {
 // readFile returns the content of dir/name without the trailing newline.
 func readFile(dir, name string) (string, error) {
 	p := filepath.Join(dir, name)
-	b, err := os.ReadFile(p)
+	b, err := procfs.ReadFile(p) // open/read/close: a limits check reads a dozen
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, unwrapPath(err))
 	}

@@ -40,7 +40,7 @@ Stopping the agent (SIGTERM, Ctrl-C) leaves every container running.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&agentFlags.workers, "workers", 4, "containers converged at once")
 			fs.DurationVar(&agentFlags.resync, "resync", 5*time.Minute, "period of the full relist that repairs what changed behind the agent's back, e.g. a link deleted or a file system unmounted by hand (file edits, init exits, SIGHUP and vzd requests start a pass at once)")
-			fs.DurationVar(&agentFlags.drift, "drift-interval", 5*time.Minute, "how often each running container's cgroup limits are read back and repaired if edited by hand (0: every pass)")
+			fs.DurationVar(&agentFlags.drift, "drift-interval", 30*time.Minute, "how often each running container's cgroup limits are read back and repaired if edited by hand, at a resync pass (0: every pass)")
 		},
 		run: runAgent,
 	})
