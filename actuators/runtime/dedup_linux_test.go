@@ -21,6 +21,7 @@ import (
 	"vzd/dedup"
 	"vzd/internal/testutil"
 	"vzd/spec"
+	"vzd/templates"
 )
 
 // dedupNode is a scratch node for the dedup tests: an ext4 image (a real
@@ -33,7 +34,9 @@ type dedupNode struct {
 	m     *dedup.Mounter
 }
 
-func newDedupNode(t *testing.T) *dedupNode {
+func newDedupNode(t *testing.T) *dedupNode { return newDedupNodeSized(t, "256M", nil) }
+
+func newDedupNodeSized(t *testing.T, size string, mod func(*spec.DedupConfig)) *dedupNode {
 	testutil.RequireLoop(t)
 	testutil.RequireTool(t, "mkfs.ext4")
 	e := newEnv(t)
@@ -42,7 +45,7 @@ func newDedupNode(t *testing.T) *dedupNode {
 	if err := os.MkdirAll(vz, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "256M").CombinedOutput(); err != nil {
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, size).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}
 	// mount -o loop sets autoclear: the device goes with the unmount.
@@ -52,6 +55,9 @@ func newDedupNode(t *testing.T) *dedupNode {
 	t.Cleanup(func() { unmountBelow(t, vz) })
 	d := dedup.Defaults()
 	d.Dirs = []string{"bin", "usr"}
+	if mod != nil {
+		mod(&d)
+	}
 	cache, err := dedup.New(dedup.Config{Paths: spec.Paths{Prefix: e.prefix}, Dedup: d, Log: testLogger(t), PlainDir: true})
 	if err != nil {
 		t.Fatal(err)
@@ -393,4 +399,101 @@ func mounted(t *testing.T, dir, fs string) bool {
 		t.Fatal(err)
 	}
 	return len(ms) > 0 && ms[len(ms)-1].FSType == fs
+}
+
+// TestDebianOnDedupUnprivileged boots a stock Debian 12 (systemd)
+// unprivileged on a dedup root (its /usr served from the store) and stops
+// it; then again from the host's view after an unmount and mount.
+func TestDebianOnDedupUnprivileged(t *testing.T) {
+	if os.Getenv("VZD_TEST_DEBIAN") != "1" {
+		t.Skip("set VZD_TEST_DEBIAN=1 to boot Debian (builds the template with debootstrap when not cached)")
+	}
+	testutil.RequireTool(t, "debootstrap")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	in, err := templates.NewCache(spec.Paths{Prefix: debianCache}, nil).Build(ctx, "debian-12-x86_64", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One container: store what it has.
+	n := newDedupNodeSized(t, "2G", func(d *spec.DedupConfig) {
+		d.MinContainers = 1
+		d.Dirs = []string{"usr/bin", "usr/lib/x86_64-linux-gnu"}
+	})
+	id := testutil.UniqueName("ct")
+	c := &spec.Container{
+		ID: id, Hostname: "host-" + id, State: spec.StateRunning, StopTimeout: 60 * time.Second,
+		Init: []string{spec.DefaultInit}, Root: filepath.Join(n.prefix, "vz/root", id),
+		Private: filepath.Join(n.prefix, "vz/private", id),
+	}
+	img := filepath.Join(c.Private, "root.img")
+	fsDir := filepath.Join(c.Private, "mnt")
+	if err := os.MkdirAll(fsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "cp", "--sparse=always", in.Path, img).CombinedOutput(); err != nil {
+		t.Fatalf("copy template: %v: %s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "mount", "-o", "loop", img, fsDir).CombinedOutput(); err != nil {
+		t.Fatalf("mount image: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := n.r.Stop(ctx, c); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		if err := n.cg.Remove(ctx, id); err != nil {
+			t.Errorf("remove cgroup: %v", err)
+		}
+		if err := n.m.UnmountRoot(ctx, c); err != nil {
+			t.Errorf("unmount root: %v", err)
+		}
+		if err := unix.Unmount(fsDir, 0); err != nil {
+			t.Errorf("unmount image: %v", err)
+		}
+	})
+	st, err := n.cache.Scan(ctx, map[string]string{id: fsDir})
+	if err != nil || st.Stubs == 0 {
+		t.Fatalf("scan: %+v, %v", st, err)
+	}
+	t.Logf("scan: %d files stored, %d MiB", st.Ingested, st.IngestedBytes>>20)
+	boot := func() {
+		t.Helper()
+		n.mountRoot(c)
+		n.start(c)
+		state := ""
+		for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(time.Second) {
+			out, _ := n.sh(c, "systemctl is-system-running 2>&1")
+			state = strings.TrimSpace(out)
+			if state != "starting" && state != "initializing" && !strings.Contains(state, "Failed to connect") && state != "offline" {
+				break
+			}
+		}
+		if state != "running" && state != "degraded" {
+			b, _ := os.ReadFile(ConsoleLogPath(c))
+			t.Fatalf("systemctl is-system-running: %q\nconsole:\n%s", state, b)
+		}
+		failed, _ := n.sh(c, "systemctl --failed --no-legend --plain")
+		t.Logf("Debian booted on dedup: %s; failed units: %q", state, failed)
+		if mi := n.mustSh(c, "cat /proc/self/mountinfo"); !strings.Contains(mi, "datadir+=") {
+			t.Errorf("root has no store layer:\n%s", mi)
+		}
+		if got := n.mustSh(c, "stat -c %u:%g /usr/bin/ls /etc/machine-id; id -u"); got != "0:0\n0:0\n0" {
+			t.Errorf("owners inside: %q", got)
+		}
+		if err := n.r.Stop(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		rst, err := n.r.Status(ctx, c)
+		if err != nil || rst.Running || rst.ExitCode == 128+9 {
+			b, _ := os.ReadFile(ConsoleLogPath(c))
+			t.Fatalf("after stop: %+v, %v; console:\n%s", rst, err, b)
+		}
+		if err := n.m.UnmountRoot(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	boot()
+	boot() // from the host's view of the delta the first boot wrote
 }
