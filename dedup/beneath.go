@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,11 +22,27 @@ const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RE
 // openBeneath opens rel (relative to root) read-only without following any
 // symlink in any component.
 func openBeneath(root, rel string, dir bool) (*os.File, error) {
-	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rfd, err := openRoot(root)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+		return nil, err
 	}
 	defer unix.Close(rfd)
+	return openBeneathAt(rfd, root, rel, dir)
+}
+
+// openRoot opens the directory root as an O_PATH descriptor for
+// openBeneathAt.
+func openRoot(root string) (int, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	return rfd, nil
+}
+
+// openBeneathAt is openBeneath below the open directory rfd, named root in
+// errors and file names.
+func openBeneathAt(rfd int, root, rel string, dir bool) (*os.File, error) {
 	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
 	if dir {
 		flags |= unix.O_DIRECTORY
@@ -34,6 +51,7 @@ func openBeneath(root, rel string, dir bool) (*os.File, error) {
 		rel = "."
 	}
 	var fd int
+	var err error
 	for {
 		fd, err = unix.Openat2(rfd, rel, &unix.OpenHow{Flags: uint64(flags), Resolve: resolveBeneath})
 		if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
@@ -49,7 +67,18 @@ func openBeneath(root, rel string, dir bool) (*os.File, error) {
 // openRegular opens a regular file below root and returns it with its
 // stat; anything else (a directory, FIFO, device, symlink) is refused.
 func openRegular(root, rel string) (*os.File, *unix.Stat_t, error) {
-	f, err := openBeneath(root, rel, false)
+	rfd, err := openRoot(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(rfd)
+	return openRegularAt(rfd, root, rel)
+}
+
+// openRegularAt is openRegular below the open directory rfd (see
+// openBeneathAt).
+func openRegularAt(rfd int, root, rel string) (*os.File, *unix.Stat_t, error) {
+	f, err := openBeneathAt(rfd, root, rel, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -81,7 +110,8 @@ func existsBeneath(root, rel string) bool {
 	return true
 }
 
-// fdXattrs lists the xattrs of an open file.
+// fdXattrs returns the xattrs of an open file that a copy of it carries:
+// all but overlayfs's (trusted.overlay.*) and ours (trusted.vzd.*).
 func fdXattrs(f *os.File) (map[string][]byte, error) {
 	fd := int(f.Fd())
 	buf := make([]byte, 1024)
@@ -109,7 +139,7 @@ func fdXattrs(f *os.File) (map[string][]byte, error) {
 		}
 		name := string(buf[start:i])
 		start = i + 1
-		if name == "" {
+		if name == "" || strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "trusted.vzd.") {
 			continue
 		}
 		v, err := fdXattr(f, name)

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
+	"unsafe"
 
 	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
@@ -105,9 +105,14 @@ func buildMeta(fsDir string, stubs []stub, lock func() (func(), error)) error {
 			return fmt.Errorf("create %s: %w", filepath.Join(tmp, d), err)
 		}
 	}
+	rfd, err := openRoot(base)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rfd)
 	kept := stubs[:0:0]
 	for _, s := range stubs {
-		err := makeStub(base, s.Path, filepath.Join(tmp, s.Path), s)
+		err := makeStub(rfd, base, s.Path, filepath.Join(tmp, s.Path), s)
 		if errors.Is(err, errChanged) {
 			continue // changed since it was hashed: no stub this time
 		}
@@ -145,13 +150,14 @@ func buildMeta(fsDir string, stubs []stub, lock func() (func(), error)) error {
 	return writeManifest(next+manifestExt, &manifest{Stubs: stubs})
 }
 
-// makeStub creates the metacopy stub for the base file rel at path: a
-// sparse file of the same size, mode, owner, times and xattrs (file
-// capabilities included) whose data overlayfs reads from the object it
-// redirects to. A base file that is no longer the one hashed (inode, size,
-// mtime, ctime) gets no stub (errChanged).
-func makeStub(base, rel, path string, s stub) error {
-	src, st, err := openRegular(base, rel)
+// makeStub creates the metacopy stub for the base file rel (below the open
+// directory rfd, named base) at path: a sparse file of the same size, mode,
+// owner, times and xattrs (file capabilities included) whose data overlayfs
+// reads from the object it redirects to. A base file that is no longer the
+// one hashed (inode, size, mtime, ctime) gets no stub (errChanged). The
+// stub is set up through its descriptor, times last.
+func makeStub(rfd int, base, rel, path string, s stub) error {
+	src, st, err := openRegularAt(rfd, base, rel)
 	if err != nil {
 		return errChanged
 	}
@@ -159,25 +165,51 @@ func makeStub(base, rel, path string, s stub) error {
 	if st.Ino != s.Ino || uint64(st.Size) != s.Size || st.Mtim.Nano() != s.MtimeNs || st.Ctim.Nano() != s.CtimeNs {
 		return errChanged
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("create stub %s: %w", path, err)
+		return &os.PathError{Op: "create stub", Path: path, Err: err}
 	}
-	err = f.Truncate(int64(s.Size))
-	f.Close()
-	if err != nil {
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, int64(s.Size)); err != nil {
 		return fmt.Errorf("size stub %s: %w", path, err)
 	}
-	if err := copyMeta(src, st, path); err != nil {
+	// chown clears set-id bits and file capabilities: mode and xattrs after it.
+	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	xs, err := fdXattrs(src)
+	if err != nil {
 		return err
 	}
-	if err := unix.Lsetxattr(path, xattrOvlMeta, nil, 0); err != nil {
+	for n, v := range xs {
+		if err := unix.Fsetxattr(fd, n, v, 0); err != nil {
+			return fmt.Errorf("set xattr %s on %s: %w", n, path, err)
+		}
+	}
+	if err := unix.Fsetxattr(fd, xattrOvlMeta, nil, 0); err != nil {
 		return fmt.Errorf("set %s on %s: %w", xattrOvlMeta, path, err)
 	}
-	if err := unix.Lsetxattr(path, xattrOvlRedi, []byte(objectRel(s.Digest)), 0); err != nil {
+	if err := unix.Fsetxattr(fd, xattrOvlRedi, []byte(objectRel(s.Digest)), 0); err != nil {
 		return fmt.Errorf("set %s on %s: %w", xattrOvlRedi, path, err)
 	}
-	return setTimes(path, st)
+	if err := futimens(fd, st); err != nil {
+		return fmt.Errorf("set times of %s: %w", path, err)
+	}
+	return nil
+}
+
+// futimens sets the access and modification times of fd to st's.
+func futimens(fd int, st *unix.Stat_t) error {
+	ts := [2]unix.Timespec{st.Atim, st.Mtim}
+	// utimensat(fd, NULL, ts, 0) is futimens(3).
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // copyDirMeta gives the directory dst the metadata of the directory rel
@@ -210,9 +242,6 @@ func copyMeta(src *os.File, st *unix.Stat_t, dst string) error {
 		return err
 	}
 	for n, v := range xs {
-		if strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "trusted.vzd.") {
-			continue
-		}
 		if err := unix.Lsetxattr(dst, n, v, 0); err != nil {
 			return fmt.Errorf("set xattr %s on %s: %w", n, dst, err)
 		}

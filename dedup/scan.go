@@ -33,6 +33,26 @@ type ScanStats struct {
 	Stubs         int           `json:"stubs"`      // stubs in the META trees written
 	MetaBuilt     int           `json:"meta_built"` // containers whose META changed (next mount)
 	Duration      time.Duration `json:"duration_ns"`
+	CPU           ScanCPU       `json:"cpu"`
+}
+
+// ScanCPU is the process's CPU time (user + sys, getrusage) in each phase
+// of a scan. In the agent it includes whatever else the process did
+// meanwhile; for `vzd pfcache scan` it is the scan's.
+type ScanCPU struct {
+	Check time.Duration `json:"check_ns"` // the store's objects against its index
+	Hash  time.Duration `json:"hash_ns"`  // walking the trees and hashing (HashedBytes)
+	Store time.Duration `json:"store_ns"` // copying into the store
+	Stubs time.Duration `json:"stubs_ns"` // writing the META trees
+}
+
+// processCPU returns the user + sys time of the process so far.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ErrScanRunning is returned by Scan when another scan holds the store.
@@ -70,8 +90,17 @@ func (c *Cache) Scan(ctx context.Context, trees map[string]string) (stats ScanSt
 	}
 	start := c.now()
 	defer func() { stats.Duration = c.now().Sub(start) }()
+	// phase adds the CPU time since the last call to *d.
+	mark := processCPU()
+	phase := func(d *time.Duration) {
+		now := processCPU()
+		*d += now - mark
+		mark = now
+	}
 
-	if err := c.checkObjects(ctx, &stats); err != nil {
+	err = c.checkObjects(ctx, &stats)
+	phase(&stats.CPU.Check)
+	if err != nil {
 		return stats, err
 	}
 
@@ -81,10 +110,13 @@ func (c *Cache) Scan(ctx context.Context, trees map[string]string) (stats ScanSt
 	}
 	sort.Strings(ids)
 	var errs []error
-	byID := map[string][]seen{}
-	holders := map[string]map[string]bool{} // digest → container IDs
+	var jobs []*hashJob
+	var walked []string // containers walked without error
 	for _, id := range ids {
-		files, err := c.walk(ctx, id, trees[id], &stats)
+		js, t, err := c.walk(ctx, id, trees[id], &stats)
+		if t != nil {
+			defer t.close()
+		}
 		if ctx.Err() != nil {
 			return stats, ctx.Err()
 		}
@@ -93,14 +125,29 @@ func (c *Cache) Scan(ctx context.Context, trees map[string]string) (stats ScanSt
 			errs = append(errs, fmt.Errorf("scan %s: %w", id, err))
 			continue
 		}
+		walked = append(walked, id)
+		jobs = append(jobs, js...)
+	}
+	err = c.hashJobs(ctx, jobs, &stats)
+	phase(&stats.CPU.Hash)
+	if err != nil {
+		return stats, err
+	}
+	byID := map[string][]seen{}
+	holders := map[string]map[string]bool{} // digest → container IDs
+	for _, id := range walked {
 		stats.Containers++
-		byID[id] = files
-		for _, f := range files {
-			if holders[f.digest] == nil {
-				holders[f.digest] = map[string]bool{}
-			}
-			holders[f.digest][id] = true
+		byID[id] = nil
+	}
+	for _, j := range jobs {
+		if !j.ok {
+			continue
 		}
+		byID[j.id] = append(byID[j.id], seen{id: j.id, fsDir: j.fsDir, rel: j.rel, digest: j.digest, st: j.st})
+		if holders[j.digest] == nil {
+			holders[j.digest] = map[string]bool{}
+		}
+		holders[j.digest][j.id] = true
 	}
 
 	unlock, err := c.lock()
@@ -146,6 +193,8 @@ func (c *Cache) Scan(ctx context.Context, trees map[string]string) (stats ScanSt
 		}
 		present[f.digest] = ok
 	}
+	phase(&stats.CPU.Store)
+	defer phase(&stats.CPU.Stubs)
 
 	for _, id := range ids {
 		files, ok := byID[id]
@@ -252,15 +301,16 @@ func (c *Cache) ingest(ctx context.Context, f seen, holders map[string]map[strin
 	return false, nil
 }
 
-// walk returns the eligible files of one container with their digests,
-// hashing only those whose recorded digest is missing or stale.
-func (c *Cache) walk(ctx context.Context, id, fsDir string, stats *ScanStats) ([]seen, error) {
+// walk returns the eligible files of one container, to be given their
+// digests by hashJobs, and its base tree, open (the caller closes it).
+func (c *Cache) walk(ctx context.Context, id, fsDir string, stats *ScanStats) ([]*hashJob, *tree, error) {
 	base := filepath.Join(fsDir, baseName)
-	if _, err := os.Stat(base); err != nil {
-		return nil, err
+	t, err := openTree(base)
+	if err != nil {
+		return nil, nil, err
 	}
 	delta := filepath.Join(fsDir, deltaName)
-	var out []seen
+	var out []*hashJob
 	done := map[string]bool{}
 	for _, dir := range c.cfg.Dirs {
 		top := filepath.Join(base, filepath.Clean("/"+dir))
@@ -298,67 +348,14 @@ func (c *Cache) walk(ctx context.Context, id, fsDir string, stats *ScanStats) ([
 				return nil
 			}
 			stats.Files++
-			digest, st2, err := c.digest(ctx, base, rel, stats)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				c.log.Debug("file not hashed", "container", id, "path", rel, "err", err)
-				return nil
-			}
-			out = append(out, seen{id: id, fsDir: fsDir, rel: rel, digest: digest, st: *st2})
+			out = append(out, &hashJob{id: id, fsDir: fsDir, rel: rel, tree: t})
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, t, err
 		}
 	}
-	return out, nil
-}
-
-// digest returns the SHA1 of the file rel below base, from its
-// trusted.vzd.sha1 xattr when that was taken at the file's current size and
-// mtime, or by hashing it and recording the result. It returns the file's
-// stat after the xattr was written (its ctime changes), which identifies
-// the file in the stub. The file is opened without following symlinks and
-// re-checked on its descriptor (see openBeneath).
-func (c *Cache) digest(ctx context.Context, base, rel string, stats *ScanStats) (string, *unix.Stat_t, error) {
-	f, st, err := openRegular(base, rel)
-	if err != nil {
-		return "", nil, err
-	}
-	defer f.Close()
-	if !c.eligible(st) {
-		return "", nil, errChanged
-	}
-	if v, err := fdXattr(f, xattrDigest); err == nil {
-		if d, ok := parseDigest(string(v), st); ok {
-			stats.ReusedDigests++
-			return d, st, nil
-		}
-	}
-	h := sha1.New()
-	n, err := io.CopyBuffer(h, &ctxReader{ctx: ctx, r: f}, c.buffer())
-	if err != nil {
-		return "", nil, fmt.Errorf("hash %s: %w", f.Name(), err)
-	}
-	stats.HashedFiles++
-	stats.HashedBytes += uint64(n)
-	var after unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &after); err != nil {
-		return "", nil, err
-	}
-	if after.Size != st.Size || after.Mtim != st.Mtim || uint64(n) != uint64(st.Size) {
-		return "", nil, errChanged
-	}
-	d := hex.EncodeToString(h.Sum(nil))
-	if err := unix.Fsetxattr(int(f.Fd()), xattrDigest, []byte(formatDigest(d, st)), 0); err != nil {
-		return "", nil, fmt.Errorf("record digest of %s: %w", f.Name(), err)
-	}
-	if err := unix.Fstat(int(f.Fd()), &after); err != nil {
-		return "", nil, err
-	}
-	return d, &after, nil
+	return out, t, nil
 }
 
 // eligible applies the size and link rules. Hard links are left alone:
@@ -498,12 +495,11 @@ func verifyObject(ctx context.Context, p, digest string, buf []byte) (bool, *uni
 	return hex.EncodeToString(h.Sum(nil)) == digest, &st
 }
 
-// buffer returns the scan's read buffer: 256 KiB stays in the CPU's cache
-// between the copy from the page cache and the hashing, and makes few
-// read calls. Only a scan (one at a time, under scanMu) uses it.
+// buffer returns the scan's read buffer for copying and verifying. Only a
+// scan (one at a time, under scanMu) uses it, after hashing.
 func (c *Cache) buffer() []byte {
-	if c.buf == nil {
-		c.buf = make([]byte, 256<<10)
+	if c.bufs[0] == nil {
+		c.bufs[0] = make([]byte, hashBufSize)
 	}
-	return c.buf
+	return c.bufs[0]
 }

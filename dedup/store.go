@@ -87,7 +87,7 @@ type Cache struct {
 	root   string // the store: objects/, ingest/, pins/, index.json
 	unpriv bool   // Config.UnprivilegedOverlay
 	scanMu sync.Mutex
-	buf    []byte // read buffer of the running scan (see buffer)
+	bufs   [2][]byte // read buffers of the running scan (see hashJobs)
 	now    func() time.Time
 }
 
@@ -242,10 +242,10 @@ func (c *Cache) objectOK(ix *index, digest string, size uint64) bool {
 
 var errChanged = errors.New("file changed while being copied")
 
-// commit copies the file rel below root into the store as the object for digest. The copy is
-// hashed as it is written and only a copy whose digest matches is renamed
-// into place, so a file changed between hashing and copying is never
-// cached with the wrong content (errChanged).
+// commit copies the file rel below root into the store as the object for
+// digest. The copy is hashed as it is written and only a copy whose digest
+// matches is renamed into place, so a file changed between hashing and
+// copying is never cached with the wrong content (errChanged).
 func (c *Cache) commit(ctx context.Context, root, rel, digest string, size uint64) (retErr error) {
 	in, _, err := openRegular(root, rel)
 	if err != nil {
@@ -253,9 +253,9 @@ func (c *Cache) commit(ctx context.Context, root, rel, digest string, size uint6
 	}
 	defer in.Close()
 	src := in.Name()
-	tmp, err := os.CreateTemp(filepath.Join(c.root, ingestDir), "ingest-")
+	tmp, err := c.ingestFile()
 	if err != nil {
-		return fmt.Errorf("create ingest file: %w", err)
+		return err
 	}
 	defer func() {
 		tmp.Close()
@@ -271,28 +271,57 @@ func (c *Cache) commit(ctx context.Context, root, rel, digest string, size uint6
 	if uint64(n) != size || hex.EncodeToString(h.Sum(nil)) != digest {
 		return errChanged
 	}
+	return c.publish(tmp, digest, size)
+}
+
+// ingestFile creates a file in ingest/ to copy an object into.
+func (c *Cache) ingestFile() (*os.File, error) {
+	tmp, err := os.CreateTemp(filepath.Join(c.root, ingestDir), "ingest-")
+	if err != nil {
+		return nil, fmt.Errorf("create ingest file: %w", err)
+	}
+	return tmp, nil
+}
+
+// publish makes the ingest file tmp, whose content is known to have the
+// given digest and size, the object for digest (place) and indexes it. The
+// caller closes tmp, and removes it when publish fails.
+func (c *Cache) publish(tmp *os.File, digest string, size uint64) error {
+	o, err := c.place(tmp, digest, size)
+	if err != nil || o == nil {
+		return err
+	}
+	return c.indexObjects(map[string]*object{digest: o})
+}
+
+// place makes the ingest file tmp, whose content is known to have the given
+// digest and size, the object for digest: read-only, synced and renamed into
+// objects/. It returns what the index is to know of it, or nil when the
+// object was there already (tmp is then removed). Until it is indexed the
+// object is not used, and a scan adopts it if a crash loses that.
+func (c *Cache) place(tmp *os.File, digest string, size uint64) (*object, error) {
 	if err := tmp.Chmod(0o444); err != nil {
-		return fmt.Errorf("commit %s: %w", digest, err)
+		return nil, fmt.Errorf("commit %s: %w", digest, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("commit %s: %w", digest, err)
+		return nil, fmt.Errorf("commit %s: %w", digest, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(tmp.Fd()), &st); err != nil {
-		return fmt.Errorf("commit %s: %w", digest, err)
+		return nil, fmt.Errorf("commit %s: %w", digest, err)
 	}
 	dst := c.objectPath(digest)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return fmt.Errorf("commit %s: %w", digest, err)
+		return nil, fmt.Errorf("commit %s: %w", digest, err)
 	}
-	err = unix.Renameat2(unix.AT_FDCWD, tmp.Name(), unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	err := unix.Renameat2(unix.AT_FDCWD, tmp.Name(), unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
 	if errors.Is(err, unix.EEXIST) {
 		// Content addressed: whoever came first stored the same bytes.
 		os.Remove(tmp.Name())
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("commit %s: %w", digest, err)
+		return nil, fmt.Errorf("commit %s: %w", digest, err)
 	}
 	// The object is in place and complete. Failing to sync its directory
 	// only risks losing it in a crash, which the index check at mount time
@@ -301,6 +330,11 @@ func (c *Cache) commit(ctx context.Context, root, rel, digest string, size uint6
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		c.log.Warn("sync cache directory", "dir", filepath.Dir(dst), "err", err)
 	}
+	return &object{Size: size, MtimeNs: st.Mtim.Nano(), LastUsed: c.now().Unix()}, nil
+}
+
+// indexObjects adds placed objects to the index.
+func (c *Cache) indexObjects(objs map[string]*object) error {
 	unlock, err := c.lock()
 	if err != nil {
 		return err
@@ -310,7 +344,9 @@ func (c *Cache) commit(ctx context.Context, root, rel, digest string, size uint6
 	if err != nil {
 		return err
 	}
-	ix.Objects[digest] = &object{Size: size, MtimeNs: st.Mtim.Nano(), LastUsed: c.now().Unix()}
+	for d, o := range objs {
+		ix.Objects[d] = o
+	}
 	return c.saveIndex(ix)
 }
 
