@@ -19,8 +19,10 @@ import (
 // the image is a fresh sparse file formatted by mkfs.ext4 (size from
 // c.Disk.Size, inode count from c.Disk.Inodes) holding an empty root/;
 // with one (a template cache image, ext4 with the same root/ layout) it
-// is a sparse copy of it, resized offline to c.Disk.Size. The inode count
-// of a copy is the template's, scaled by resize2fs with the size.
+// is a sparse copy of it, resized offline to c.Disk.Size, or a copy of the
+// template's presized copy at that size when there is one (PresizedPath).
+// The inode count of a copy is the template's, scaled by resize2fs with
+// the size.
 //
 // The image is built under a temporary name and renamed into place when
 // complete, so a complete image is never formatted again and a half-built
@@ -106,6 +108,9 @@ func (a *Actuator) build(ctx context.Context, c *spec.Container, src string) (sb
 	if err != nil {
 		return sb, a.spaceErr(err, dir)
 	}
+	// Durable before it gets its final name: a direct copy's data has
+	// reached the device but may sit in its cache, and the extents it
+	// allocated are metadata in ext4's journal; fsync flushes both.
 	if err := syncPath(tmp); err != nil {
 		return sb, a.spaceErr(err, dir)
 	}
@@ -167,32 +172,99 @@ func (a *Actuator) format(ctx context.Context, c *spec.Container, tmp string, si
 }
 
 // copyTemplate copies the template image src sparse to tmp and resizes the
-// copy offline to size.
+// copy offline to size. When the template comes with a copy of itself
+// already at that size (see PresizedPath), that one is copied instead and
+// no resize2fs runs; for a size above DefaultSize, the copy at
+// DefaultSize is the one copied and grown.
 func (a *Actuator) copyTemplate(ctx context.Context, c *spec.Container, src, tmp string, size uint64) error {
 	ssb, err := readSuperblock(src)
 	if err != nil {
 		return fmt.Errorf("template: %w", err)
 	}
-	if l, ok, err := findLoop(src); err != nil {
-		return err
-	} else if ok {
-		// A mounted file system copied is an inconsistent copy.
-		return fmt.Errorf("template %s is in use (attached to %s)", src, l.Dev)
-	}
 	if !ssb.Clean() {
 		return fmt.Errorf("template %s: file system not clean (state %#x): rebuild the template", src, ssb.State)
 	}
-	how, err := CopySparse(tmp, src)
+	// The presized copy at the container's size, or else the one at the
+	// default size when the container is larger: growing that adds fewer
+	// block groups (a shrink would cost more than the grow from src).
+	from := src
+	want := roundDown(size, ssb.BlockSize)
+	for _, ps := range []uint64{want, DefaultSize} {
+		if want == ssb.Size() || ps > want || ps <= ssb.Size() {
+			continue
+		}
+		p := PresizedPath(src, ps)
+		if psb, err := readSuperblock(p); err == nil && psb.Clean() && psb.Size() == ps && psb.BlockSize == ssb.BlockSize {
+			from, ssb = p, psb
+			break
+		}
+	}
+	// A mounted file system copied is an inconsistent copy. One mounted
+	// read-write shows in its superblock (needs_recovery, so not Clean,
+	// and a later mount time), which is read again after the copy; that
+	// it is attached to a loop device at all is asked while the copy runs:
+	// with a loop device per running container, reading sysfs for each
+	// costs more than the copy's own CPU.
+	type loopAnswer struct {
+		dev string
+		ok  bool
+		err error
+	}
+	attached := make(chan loopAnswer, 1)
+	go func() {
+		dev, ok, err := backingLoop(from)
+		attached <- loopAnswer{dev, ok, err}
+	}()
+	how, err := CopySparse(tmp, from)
+	l := <-attached
 	if err != nil {
 		return err
 	}
-	a.log.Debug("template copied", "container", c.ID, "src", src, "method", how)
+	if l.err != nil {
+		return l.err
+	}
+	if l.ok {
+		return fmt.Errorf("template %s is in use (attached to %s)", from, l.dev)
+	}
+	if after, err := readSuperblock(from); err != nil {
+		return fmt.Errorf("template: %w", err)
+	} else if after != ssb {
+		return fmt.Errorf("template %s changed while it was copied (mounted?)", from)
+	}
+	a.log.Debug("template copied", "container", c.ID, "src", from, "method", how)
 	a.stepDone("create:copied")
-	want := roundDown(size, ssb.BlockSize)
 	if want == ssb.Size() {
 		return nil
 	}
 	return a.resizeOffline(ctx, c, tmp, want)
+}
+
+// PresizedPath is where a template image src (a name ending in .img) may
+// have a copy of itself already grown to size bytes:
+// <src without .img>.<size>.img. Create copies that one for a container
+// of that size, which saves the copy its resize2fs run (a sizeable part
+// of creating a container). It must be complete under that name (written
+// under another and renamed), ext4, clean, and exactly size bytes; else
+// it is ignored. The template cache (package templates) makes one at the
+// default disk size; containers larger than that copy it and grow it.
+func PresizedPath(src string, size uint64) string {
+	return strings.TrimSuffix(src, ".img") + "." + strconv.FormatUint(size, 10) + ".img"
+}
+
+// backingLoop tells whether a loop device is bound to img, reading only
+// each device's backing file (what findLoop reads is more).
+func backingLoop(img string) (dev string, ok bool, err error) {
+	loops, err := readLoops(false)
+	if err != nil {
+		return "", false, err
+	}
+	want := realPath(img)
+	for _, l := range loops {
+		if l.BackingFile == want {
+			return l.Dev, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 // linkConfig points $VE_PRIVATE/ve.conf at the container's config file.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -412,6 +413,240 @@ func TestTemplateCreate(t *testing.T) {
 	}
 	if _, err := os.Lstat(c2.Private); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("failed create left %s", c2.Private)
+	}
+}
+
+// toolCounter runs the e2fsprogs tools for real and counts the runs.
+type toolCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *toolCounter) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	r.mu.Lock()
+	r.n[name]++
+	r.mu.Unlock()
+	return ExecRunner{}.Run(ctx, name, args...)
+}
+
+func (r *toolCounter) take() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.n
+	r.n = map[string]int{}
+	return n
+}
+
+// TestTemplateCreatePresized: a template with a presized copy at the
+// container's size is created from that copy with no resize2fs; at any
+// other size, or when the presized copy is not right, from the template.
+func TestTemplateCreatePresized(t *testing.T) {
+	_, paths := rootEnv(t)
+	tools := &toolCounter{n: map[string]int{}}
+	a, err := New(Config{Paths: paths, Log: testLogger(t), Runner: tools})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	write := func(c *spec.Container, name, data string) {
+		t.Helper()
+		if err := a.Mount(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(c.Root, "etc"), 0o755)
+		if err := os.WriteFile(filepath.Join(c.Root, "etc", name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Unmount(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(c *spec.Container, name string) string {
+		t.Helper()
+		if err := a.Mount(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		defer a.Unmount(ctx, c)
+		b, _ := os.ReadFile(filepath.Join(c.Root, "etc", name))
+		return string(b)
+	}
+	tmpl := testContainer(paths, testutil.UniqueName("tp"))
+	tmpl.Disk.Size = 64 << 20
+	if err := a.Create(ctx, tmpl, ""); err != nil {
+		t.Fatal(err)
+	}
+	write(tmpl, "hostname", "tmpl\n")
+	src := filepath.Join(t.TempDir(), "tmpl.img")
+	if _, err := CopySparse(src, imagePath(tmpl)); err != nil {
+		t.Fatal(err)
+	}
+	// The presized copy: the template grown to 256M, marked so that the
+	// test can tell which one a container was copied from.
+	ps := testContainer(paths, testutil.UniqueName("ps"))
+	ps.Disk.Size = 256 << 20
+	if err := a.Create(ctx, ps, src); err != nil {
+		t.Fatal(err)
+	}
+	write(ps, "presized", "yes\n")
+	if err := os.Rename(imagePath(ps), PresizedPath(src, 256<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if p := PresizedPath(src, 256<<20); !strings.HasSuffix(p, "/tmpl.268435456.img") {
+		t.Fatalf("PresizedPath = %s", p)
+	}
+	// And one at the default size, which larger containers grow.
+	pd := testContainer(paths, testutil.UniqueName("ps"))
+	pd.Disk.Size = DefaultSize
+	if err := a.Create(ctx, pd, src); err != nil {
+		t.Fatal(err)
+	}
+	write(pd, "presized", "default\n")
+	if err := os.Rename(imagePath(pd), PresizedPath(src, DefaultSize)); err != nil {
+		t.Fatal(err)
+	}
+	tools.take()
+
+	big := testContainer(paths, testutil.UniqueName("ct"))
+	big.Disk.Size = DefaultSize + 256<<20
+	if err := a.Create(ctx, big, src); err != nil {
+		t.Fatal(err)
+	}
+	if n := tools.take(); n["resize2fs"] == 0 {
+		t.Errorf("create above the default size ran %v, want resize2fs", n)
+	}
+	if st := mustObserve(t, a, big); st.Size != DefaultSize+256<<20 {
+		t.Errorf("above the default size: %+v", st)
+	}
+	if got := read(big, "presized"); got != "default\n" {
+		t.Errorf("not grown from the presized image at the default size: etc/presized = %q", got)
+	}
+	tools.take()
+
+	c := testContainer(paths, testutil.UniqueName("ct"))
+	c.Disk.Size = 256 << 20
+	if err := a.Create(ctx, c, src); err != nil {
+		t.Fatal(err)
+	}
+	if n := tools.take(); len(n) != 0 {
+		t.Errorf("create at the presized size ran %v", n)
+	}
+	if st := mustObserve(t, a, c); st.Size != 256<<20 || !st.Complete {
+		t.Errorf("from presized: %+v", st)
+	}
+	if got := read(c, "presized"); got != "yes\n" {
+		t.Errorf("not copied from the presized image: etc/presized = %q", got)
+	}
+	if r, _ := readRecord(c); r.Source != src {
+		t.Errorf("record source %q, want the template %q", r.Source, src)
+	}
+
+	// Another size: the template itself, resized.
+	c2 := testContainer(paths, testutil.UniqueName("ct"))
+	c2.Disk.Size = 192 << 20
+	if err := a.Create(ctx, c2, src); err != nil {
+		t.Fatal(err)
+	}
+	if n := tools.take(); n["resize2fs"] == 0 {
+		t.Errorf("create at another size ran %v, want resize2fs", n)
+	}
+	if got := read(c2, "presized"); got != "" {
+		t.Errorf("copied from a presized image at %d (%q), a container of %d", 256<<20, got, c2.Disk.Size)
+	}
+
+	// A presized file that is not what its name says is not used.
+	os.Rename(PresizedPath(src, 256<<20), PresizedPath(src, 320<<20))
+	c3 := testContainer(paths, testutil.UniqueName("ct"))
+	c3.Disk.Size = 320 << 20
+	if err := a.Create(ctx, c3, src); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustObserve(t, a, c3); st.Size != 320<<20 {
+		t.Errorf("from a wrongly named presized image: %+v", st)
+	}
+	if got := read(c3, "presized"); got != "" {
+		t.Errorf("copied from a presized image of the wrong size")
+	}
+	tools.take()
+	// Nor is one that was not cleanly unmounted.
+	if err := os.Rename(PresizedPath(src, 320<<20), PresizedPath(src, 256<<20)); err != nil {
+		t.Fatal(err)
+	}
+	dirty := PresizedPath(src, 256<<20)
+	f, err := os.OpenFile(dirty, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2)
+	f.ReadAt(b, sbOffset+0x3A)
+	b[0] &^= stateValid
+	f.WriteAt(b, sbOffset+0x3A)
+	f.Close()
+	c4 := testContainer(paths, testutil.UniqueName("ct"))
+	c4.Disk.Size = 256 << 20
+	if err := a.Create(ctx, c4, src); err != nil {
+		t.Fatal(err)
+	}
+	if n := tools.take(); n["resize2fs"] == 0 {
+		t.Errorf("create beside an unclean presized image ran %v, want resize2fs", n)
+	}
+	if got := read(c4, "presized"); got != "" {
+		t.Errorf("copied from an unclean presized image")
+	}
+}
+
+// TestTemplateInUseRefused: a template attached to a loop device, or
+// mounted, is not copied, and the failed create leaves nothing.
+func TestTemplateInUseRefused(t *testing.T) {
+	a, paths := rootEnv(t)
+	testutil.RequireTool(t, "losetup")
+	ctx := context.Background()
+	tmpl := testContainer(paths, testutil.UniqueName("tp"))
+	tmpl.Disk.Size = 64 << 20
+	if err := a.Create(ctx, tmpl, ""); err != nil {
+		t.Fatal(err)
+	}
+	src := imagePath(tmpl)
+
+	// Attached (read-only, not mounted): its superblock cannot tell.
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", src).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	detached := false
+	detach := func() {
+		if !detached {
+			exec.Command("losetup", "--detach", dev).Run()
+			detached = true
+		}
+	}
+	t.Cleanup(detach)
+	c := testContainer(paths, testutil.UniqueName("ct"))
+	if err := a.Create(ctx, c, src); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("create from an attached template: %v", err)
+	}
+	if _, err := os.Lstat(c.Private); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed create left %s", c.Private)
+	}
+	detach()
+
+	// Mounted read-write: not clean.
+	if err := a.Mount(ctx, tmpl); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Unmount(ctx, tmpl) })
+	if err := a.Create(ctx, c, src); err == nil || !strings.Contains(err.Error(), "not clean") {
+		t.Errorf("create from a mounted template: %v", err)
+	}
+	if _, err := os.Lstat(c.Private); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed create left %s", c.Private)
+	}
+	if err := a.Unmount(ctx, tmpl); err != nil {
+		t.Fatal(err)
+	}
+	// Unmounted again it is copied (checked first: it was mounted).
+	if err := a.Create(ctx, c, src); err != nil {
+		t.Fatal(err)
 	}
 }
 
