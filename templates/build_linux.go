@@ -24,8 +24,8 @@ import (
 const stagingSize = "8g"
 
 // buildLocked builds o: the tree in a tmpfs (the host root fs creates
-// files slowly), then the image with mkfs.ext4 -d, then the tarball, then
-// the marker. The template's lock must be held.
+// files slowly), then the image with mkfs.ext4 -d, its presized copy,
+// then the tarball, then the marker. The template's lock must be held.
 func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info Info, retErr error) {
 	start := time.Now()
 	base := c.base(o)
@@ -46,6 +46,7 @@ func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info 
 			for _, ext := range []string{".img.tmp", ".tar.gz.tmp", ".json"} {
 				os.Remove(base + ext)
 			}
+			os.Remove(PresizedPath(base+".img", PresizedSize) + ".tmp")
 		}
 	}()
 	root := filepath.Join(staging, "root")
@@ -97,6 +98,20 @@ func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info 
 			os.Remove(base + ".img")
 		}
 	}()
+	presized := ""
+	if st, err := os.Stat(base + ".img"); err != nil {
+		return Info{}, err
+	} else if st.Size() < PresizedSize {
+		presized = PresizedPath(base+".img", PresizedSize)
+		if err := makePresized(ctx, base+".img", presized, PresizedSize, progress); err != nil {
+			return Info{}, err
+		}
+		defer func() {
+			if retErr != nil {
+				os.Remove(presized)
+			}
+		}()
+	}
 	if err := writeTarball(ctx, root, base+".tar.gz", bytesUsed, progress); err != nil {
 		return Info{}, err
 	}
@@ -111,6 +126,7 @@ func (c *Cache) buildLocked(ctx context.Context, o OS, progress Progress) (info 
 	}
 	info = c.unbuilt(o)
 	info.Built, info.Path, info.Tarball, info.Size = true, base+".img", base+".tar.gz", st.Size()
+	info.Presized = presized
 	info.TreeBytes, info.TreeFiles, info.StagingPeak = bytesUsed, files, peak
 	info.BuiltAt = time.Now().UTC().Truncate(time.Second)
 	info.BuildTime = time.Since(start).Round(time.Millisecond).String()

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/renameio/v2"
@@ -33,14 +35,28 @@ type Info struct {
 	Packages     []string  `json:"packages,omitempty"`
 	DefHash      string    `json:"defhash"`
 	Built        bool      `json:"built"`
-	Path         string    `json:"path,omitempty"`    // the ready .img
-	Tarball      string    `json:"tarball,omitempty"` // the .tar.gz export
-	Size         int64     `json:"size,omitempty"`    // apparent size of the image
+	Path         string    `json:"path,omitempty"`     // the ready .img
+	Presized     string    `json:"presized,omitempty"` // the same image grown to PresizedSize, when there is one
+	Tarball      string    `json:"tarball,omitempty"`  // the .tar.gz export
+	Size         int64     `json:"size,omitempty"`     // apparent size of the image
 	TreeBytes    int64     `json:"tree_bytes,omitempty"`
 	TreeFiles    int64     `json:"tree_files,omitempty"`
 	StagingPeak  int64     `json:"staging_peak,omitempty"` // bytes the build used at most, for the next progress bar
 	BuiltAt      time.Time `json:"built_at,omitzero"`
 	BuildTime    string    `json:"build_time,omitempty"`
+}
+
+// PresizedSize is the size of the presized copy a build makes of each
+// template image: the images actuator's default disk size (a test in
+// actuators/templates keeps the two equal). Containers of that size copy
+// it and need no resize2fs of their own.
+const PresizedSize = 10 << 30
+
+// PresizedPath is the name of the copy of the template image img grown to
+// size bytes: <img without .img>.<size>.img, where the images actuator
+// (image.PresizedPath) looks for it.
+func PresizedPath(img string, size int64) string {
+	return strings.TrimSuffix(img, ".img") + "." + strconv.FormatInt(size, 10) + ".img"
 }
 
 // Cache is the node's store of built OS templates and fetched application
@@ -56,6 +72,11 @@ type Cache struct {
 	// BusyboxPath is the static busybox copied into busybox templates
 	// (default /bin/busybox, from Debian's busybox-static).
 	BusyboxPath string
+
+	// presizeTried holds the entries (base paths) Image tried to add a
+	// presized copy to: one try per process, so a failing one is not
+	// paid again by every container created.
+	presizeTried sync.Map
 }
 
 // NewCache returns the cache of the node described by p, knowing the
@@ -149,6 +170,10 @@ func (c *Cache) info(o OS) (Info, bool) {
 		return c.unbuilt(o), false
 	}
 	in.Size = st.Size()
+	in.Presized = ""
+	if p := PresizedPath(in.Path, PresizedSize); fileExists(p) {
+		in.Presized = p
+	}
 	return in, true
 }
 
@@ -178,7 +203,8 @@ func (c *Cache) List() ([]Info, error) {
 }
 
 // Image returns the path of the ready image of the named template,
-// building it first when the cache lacks it. Parallel calls, in this
+// building it first when the cache lacks it (and adding its presized copy
+// when an earlier build did not make one). Parallel calls, in this
 // process or others, build it once.
 func (c *Cache) Image(ctx context.Context, name string, progress Progress) (string, error) {
 	o, ok := c.Lookup(name)
@@ -186,6 +212,9 @@ func (c *Cache) Image(ctx context.Context, name string, progress Progress) (stri
 		return "", c.UnknownOSError(name)
 	}
 	if in, ok := c.info(o); ok {
+		if in.Presized == "" && in.Size < PresizedSize {
+			c.presize(ctx, o, progress)
+		}
 		return in.Path, nil
 	}
 	in, err := c.build(ctx, o, false, progress)
@@ -193,6 +222,33 @@ func (c *Cache) Image(ctx context.Context, name string, progress Progress) (stri
 		return "", err
 	}
 	return in.Path, nil
+}
+
+// presize adds the presized copy to a built entry that lacks it (one
+// built before builds made it; the tree is the same, so the definition
+// hash is too). Without it containers of the default size only pay their
+// own resize2fs, so a failure is logged, not returned.
+func (c *Cache) presize(ctx context.Context, o OS, progress Progress) {
+	if _, tried := c.presizeTried.LoadOrStore(c.base(o), true); tried {
+		return
+	}
+	unlock, err := lockFile(ctx, filepath.Join(c.dir, "."+o.Name+".lock"))
+	if err != nil {
+		c.log.Warn("presize template image", "template", o.Name, "err", err)
+		return
+	}
+	defer unlock()
+	in, ok := c.info(o)
+	if !ok || in.Presized != "" {
+		return // rebuilt or presized while we waited for the lock
+	}
+	p := PresizedPath(in.Path, PresizedSize)
+	if err := makePresized(ctx, in.Path, p, PresizedSize, orDiscard(progress)); err != nil {
+		c.log.Warn("presize template image", "template", o.Name, "err", err)
+		return
+	}
+	syncDir(c.dir)
+	c.log.Info("template image presized", "template", o.Name, "path", p, "size", int64(PresizedSize))
 }
 
 // Build builds the named template into the cache unless it is there
@@ -302,6 +358,11 @@ func isHashSuffix(s string) bool {
 		}
 	}
 	return true
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func writeInfo(path string, in Info) error {

@@ -2,6 +2,7 @@ package templates
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +121,28 @@ func TestBusyboxBuildImage(t *testing.T) {
 	if err != nil || !in.Built || in.Path != path || in.Tarball == "" || in.BuiltAt.IsZero() || in.InitPath != "/sbin/init" {
 		t.Fatalf("Info = %+v, %v", in, err)
 	}
+	// The presized copy: the same file system grown to the default disk
+	// size, sparse, checked clean and never mounted (so copies of it can
+	// be resized again without an e2fsck -f).
+	if in.Presized != PresizedPath(path, PresizedSize) {
+		t.Errorf("Info.Presized = %q, want %q", in.Presized, PresizedPath(path, PresizedSize))
+	}
+	if st, err := os.Stat(in.Presized); err != nil || st.Size() != PresizedSize {
+		t.Errorf("presized image: %v, %v", st, err)
+	} else if blocks := st.Sys().(*syscall.Stat_t).Blocks * 512; blocks > 64<<20 {
+		t.Errorf("presized image allocates %d MiB, want it sparse", blocks>>20)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", in.Presized).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn presized: %v\n%s", err, out)
+	}
+	stats := debugfs(t, in.Presized, "stats")
+	if !strings.Contains(stats, fmt.Sprintf("Block count:              %d\n", PresizedSize/4096)) ||
+		!strings.Contains(stats, "Last mount time:          n/a") {
+		t.Errorf("presized image:\n%.1500s", stats)
+	}
+	if out := debugfs(t, in.Presized, "cat /root/etc/inittab"); !strings.Contains(out, "::sysinit:/etc/init.d/rcS") {
+		t.Errorf("presized inittab:\n%s", out)
+	}
 	out, err = exec.Command("tar", "-tzvf", in.Tarball).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "./bin/busybox") || !strings.Contains(string(out), "./sbin/init -> /bin/busybox") {
 		t.Errorf("tarball listing: %v\n%.2000s", err, out)
@@ -166,6 +190,45 @@ func TestBusyboxBuildImage(t *testing.T) {
 	}
 }
 
+// TestPresizedAddedToEarlierBuild: an entry built before builds made the
+// presized copy (same definition, same hash) gets it at the next Image,
+// without a rebuild.
+func TestPresizedAddedToEarlierBuild(t *testing.T) {
+	requireBuild(t)
+	var builds buildCounter
+	c := NewCache(spec.Paths{Prefix: t.TempDir()}, slog.New(builds.handler(t)))
+	path, err := c.Image(t.Context(), "busybox", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := PresizedPath(path, PresizedSize)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p+".tmp", []byte("left by a crash"), 0o644)
+	if in, _ := c.Info("busybox"); !in.Built || in.Presized != "" {
+		t.Fatalf("Info without the presized file = %+v", in)
+	}
+	if got, err := c.Image(t.Context(), "busybox", nil); err != nil || got != path {
+		t.Fatalf("Image = %s, %v", got, err)
+	}
+	if n := builds.n.Load(); n != 1 {
+		t.Errorf("%d builds, want 1", n)
+	}
+	if in, _ := c.Info("busybox"); in.Presized != p {
+		t.Errorf("Info.Presized = %q, want %q", in.Presized, p)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != PresizedSize {
+		t.Errorf("presized image: %v, %v", st, err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn presized: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(p + ".tmp"); err == nil {
+		t.Error("the crashed presize's leftover is still there")
+	}
+}
+
 func TestParallelImageBuildsOnce(t *testing.T) {
 	requireBuild(t)
 	var builds buildCounter
@@ -205,7 +268,7 @@ func (p *cancelAt) Done()        {}
 
 func TestInterruptedBuildLeavesNothing(t *testing.T) {
 	requireBuild(t)
-	for _, phase := range []string{"build", "mkfs.ext4", "tarball"} {
+	for _, phase := range []string{"build", "mkfs.ext4", "presize", "tarball"} {
 		t.Run(phase, func(t *testing.T) {
 			c := NewCache(spec.Paths{Prefix: t.TempDir()}, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
 			ctx, cancel := context.WithCancel(t.Context())
@@ -301,6 +364,7 @@ func TestLeftoversOfKilledBuildIgnoredAndRemoved(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", "-l", staging).Run() })
 	os.WriteFile(filepath.Join(staging, "junk"), []byte("x"), 0o644)
 	os.WriteFile(base+".img.tmp", []byte("half"), 0o644)
+	os.WriteFile(PresizedPath(base+".img", PresizedSize)+".tmp", []byte("half"), 0o644)
 	os.WriteFile(base+".img", []byte("not marked"), 0o644)
 	os.WriteFile(filepath.Join(c.Dir(), "busybox-0123456789ab.img"), []byte("old definition"), 0o644)
 
@@ -319,7 +383,8 @@ func TestLeftoversOfKilledBuildIgnoredAndRemoved(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	want := []string{".busybox.lock", filepath.Base(base) + ".img", filepath.Base(base) + ".json", filepath.Base(base) + ".tar.gz"}
+	want := []string{".busybox.lock", filepath.Base(PresizedPath(base+".img", PresizedSize)),
+		filepath.Base(base) + ".img", filepath.Base(base) + ".json", filepath.Base(base) + ".tar.gz"}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Errorf("cache dir = %v, want %v", names, want)
 	}

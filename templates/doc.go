@@ -6,10 +6,12 @@
 // <TemplateDir>/cache as a ready ext4 image whose top level holds the tree
 // in root/, keyed by the hash of its definition:
 //
-//	<name>-<defhash>.img      ext4 image, sized tightly; containers copy it sparse and grow it
-//	<name>-<defhash>.tar.gz   the same tree as a tarball, for export
-//	<name>-<defhash>.json     metadata, written last: the completion marker
-//	.<name>.lock              flock held while building, so parallel creates build once
+//	<name>-<defhash>.img         ext4 image, sized tightly; containers copy it sparse and grow it
+//	<name>-<defhash>.<size>.img  the same image grown to the default disk size (PresizedSize);
+//	                             containers of that size copy it and need no resize2fs
+//	<name>-<defhash>.tar.gz      the same tree as a tarball, for export
+//	<name>-<defhash>.json        metadata, written last: the completion marker
+//	.<name>.lock                 flock held while building, so parallel creates build once
 //
 // A cache entry without its .json does not exist: a failed or interrupted
 // build leaves only *.tmp files and a staging mount, which the next build

@@ -188,3 +188,13 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Validate = %v", err)
 	}
 }
+
+func TestPresizedPath(t *testing.T) {
+	if got := PresizedPath("/vz/template/cache/debian-12-x86_64-0123456789ab.img", 10<<30); got != "/vz/template/cache/debian-12-x86_64-0123456789ab.10737418240.img" {
+		t.Errorf("PresizedPath = %s", got)
+	}
+	// The cache's clean-up takes it as part of the entry.
+	if !isHashSuffix("0123456789ab.10737418240.img") {
+		t.Error("a presized image is not recognised as part of its cache entry")
+	}
+}
