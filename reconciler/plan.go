@@ -67,6 +67,17 @@ type Input struct {
 	Record *Record // nil: vzd has never managed it
 	Actual Actual
 	BootID string // this boot's /proc/sys/kernel/random/boot_id
+	// DesiredHash is Desired.Hash() when the caller knows it ("" = compute
+	// it): the loop remembers the hash of each loaded spec across passes.
+	DesiredHash string
+}
+
+// desiredHash returns Desired's hash.
+func (in Input) desiredHash() string {
+	if in.DesiredHash != "" {
+		return in.DesiredHash
+	}
+	return in.Desired.Hash()
 }
 
 // sizeSlack is how far a file system's size may differ from the spec
@@ -159,7 +170,7 @@ func Make(in Input) Plan {
 	}
 
 	// Running now: live changes, then what needs a restart.
-	hashChanged := rec == nil || rec.AppliedHash != d.Hash()
+	hashChanged := rec == nil || rec.AppliedHash != in.desiredHash()
 	if hashChanged || a.LimitsDrift {
 		add(StepLimits, true, "%s", reason(hashChanged, "limits changed", "limits drifted from the spec"))
 	}

@@ -75,6 +75,7 @@ type Reconciler struct {
 	desired   map[string]*spec.Container // from the latest load, valid only
 	failed    map[string]bool            // declared in a file that failed
 	records   map[string]*Record
+	hashes    map[*spec.Container]string // Hash() of each loaded spec, kept while the loader returns the same one
 	status    map[string]*ContainerStatus
 	firstPass map[string]bool // IDs still to sync before Synced
 	passes    int
@@ -273,9 +274,24 @@ func (r *Reconciler) pass(ctx context.Context) {
 	}
 	r.reported = seen
 
+	// The loader hands back the same *Container for an unchanged file, so
+	// a hash is computed once per spec, not three times per pass.
+	hashes := make(map[*spec.Container]string, len(set.Containers))
+	r.mu.Lock()
+	old := r.hashes
+	r.mu.Unlock()
+	for _, d := range set.Containers {
+		h, ok := old[d]
+		if !ok {
+			h = d.Hash()
+		}
+		hashes[d] = h
+	}
+
 	r.mu.Lock()
 	r.loaded = true
 	r.set = set
+	r.hashes = hashes
 	r.desired = set.Containers
 	r.failed = failedIDs(set, recs)
 	// The records on disk are the truth: every change is written there
@@ -315,7 +331,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 	for id := range ids {
 		sorted = append(sorted, id)
 		d, rec := set.Containers[id], recs[id]
-		changed[id] = d != nil && (rec == nil || rec.AppliedHash != d.Hash())
+		changed[id] = d != nil && (rec == nil || rec.AppliedHash != hashes[d])
 	}
 	sort.Slice(sorted, func(i, j int) bool {
 		if changed[sorted[i]] != changed[sorted[j]] {
@@ -409,6 +425,9 @@ func (r *Reconciler) input(id string) (Input, *spec.Container) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	in := Input{ID: id, Desired: r.desired[id], Record: r.records[id], BootID: r.cfg.BootID}
+	if in.Desired != nil {
+		in.DesiredHash = r.hashes[in.Desired]
+	}
 	if in.Desired == nil && r.failed[id] {
 		if in.Record != nil && in.Record.LastGood != nil {
 			in.Desired = in.Record.LastGood
@@ -500,7 +519,7 @@ func (r *Reconciler) sync(ctx context.Context, id string) (retErr error) {
 			changed = true
 		}
 	}
-	h := d.Hash()
+	h := in.desiredHash()
 	set(rec.AppliedHash != h || rec.LastGood == nil, func() { rec.LastGood, rec.AppliedHash, rec.ConfigFile = d, h, d.Source.File })
 	set(started || (a.Running && rec.Started == nil), func() { rec.Started, rec.BootID, rec.StartRequested = d, r.cfg.BootID, false })
 	if plan.Steps != nil && hasStep(plan, StepStop) && !started {

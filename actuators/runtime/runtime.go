@@ -125,7 +125,7 @@ func (r *Runtime) Status(ctx context.Context, c *spec.Container) (Status, error)
 
 func (r *Runtime) status(ctx context.Context, c *spec.Container, rec record) Status {
 	st := Status{Pid: rec.Pid, StartTime: rec.StartTime, StartedAt: rec.StartedAt, UIDBase: rec.UIDBase, GIDBase: rec.GIDBase}
-	if alive(rec.Pid, rec.StartTime) {
+	if initAlive(c.ID, rec.Pid, rec.StartTime) {
 		st.Running = r.inCgroupRecently(ctx, c.ID, rec.Pid, rec.StartTime)
 	}
 	if !st.Running {
@@ -274,6 +274,7 @@ func (r *Runtime) Start(ctx context.Context, c *spec.Container) (retErr error) {
 // caller's.
 func (r *Runtime) Stop(ctx context.Context, c *spec.Container) error {
 	defer r.lock(c.ID)()
+	defer forgetInit(c.ID)
 	rec, err := readRecord(c.Private)
 	if err != nil {
 		return err
