@@ -46,6 +46,7 @@ acceptance-debian: build ## Debian template, systemd boot and nginx app template
 fuzz: ## run each fuzz target for 60 s
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzHCL$$' -fuzztime 60s
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzLegacy$$' -fuzztime 60s
+	$(GO) test ./dedup -run '^$$' -fuzz '^FuzzSHA1x2$$' -fuzztime 60s
 
 bench: build ## benchmarks against peers; writes docs/BENCHMARKS.md
 	scripts/deps.sh bench

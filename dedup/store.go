@@ -73,10 +73,6 @@ type Config struct {
 	// PFCacheDir is already a file system of its own). Dedup.CacheSize
 	// still bounds the bytes stored.
 	PlainDir bool
-	// UnprivilegedOverlay is ignored: unprivileged containers always get
-	// cache layers, in the overlay the runtime has Mounter.ShiftRoot build
-	// at start from idmapped layers (see docs/DEDUP.md, "Idmapped mounts").
-	UnprivilegedOverlay bool
 }
 
 // Cache is the content-addressed store and the scans that fill it.
@@ -85,7 +81,6 @@ type Cache struct {
 	paths  spec.Paths
 	log    *slog.Logger
 	root   string // the store: objects/, ingest/, pins/, index.json
-	unpriv bool   // Config.UnprivilegedOverlay
 	scanMu sync.Mutex
 	bufs   [2][]byte // read buffers of the running scan (see hashJobs)
 	now    func() time.Time
@@ -113,12 +108,11 @@ func New(cfg Config) (*Cache, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Cache{
-		cfg:    withDefaults(cfg.Dedup),
-		paths:  cfg.Paths,
-		log:    log.With("component", "dedup"),
-		root:   filepath.Join(cfg.Paths.PFCacheDir(), "mnt"),
-		unpriv: cfg.UnprivilegedOverlay,
-		now:    time.Now,
+		cfg:   withDefaults(cfg.Dedup),
+		paths: cfg.Paths,
+		log:   log.With("component", "dedup"),
+		root:  filepath.Join(cfg.Paths.PFCacheDir(), "mnt"),
+		now:   time.Now,
 	}
 	if !c.cfg.Enabled {
 		return c, nil
