@@ -248,6 +248,7 @@ func (c *Cache) presize(ctx context.Context, o OS, progress Progress) {
 		return
 	}
 	syncDir(c.dir)
+	recache(in.Path) // an older build left it cached in small folios
 	c.log.Info("template image presized", "template", o.Name, "path", p, "size", int64(PresizedSize))
 }
 

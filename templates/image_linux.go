@@ -128,7 +128,49 @@ func makeImage(ctx context.Context, staging, dst string, treeBytes, files int64,
 		return err
 	}
 	syncDir(filepath.Dir(dst))
+	recache(dst)
 	return nil
+}
+
+// recache drops the page cache of the image at path (written in small
+// pieces, so cached in small folios) and reads its data back in large
+// reads, which readahead caches in large folios. Containers copy the image
+// with O_DIRECT from its page cache, and pinning large folios is more than
+// twice as fast (a debian template: 25 ms against 60-75). It only costs a
+// build a read of the image; errors are ignored (the cache is a cache).
+func recache(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	if unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED) != nil {
+		return
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < st.Size(); {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err != nil {
+			return // ENXIO: only a hole is left
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return
+		}
+		for p := data; p < hole; {
+			n, err := f.ReadAt(buf[:min(int64(len(buf)), hole-p)], p)
+			if n == 0 || (err != nil && err != io.EOF) {
+				return
+			}
+			p += int64(n)
+		}
+		off = hole
+	}
 }
 
 // makePresized writes a copy of the image img grown to size bytes at dst:
@@ -165,6 +207,7 @@ func makePresized(ctx context.Context, img, dst string, size int64, progress Pro
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
+	recache(dst)
 	progress.Done()
 	return nil
 }
@@ -341,6 +384,7 @@ func writeTarball(ctx context.Context, root, dst string, treeBytes int64, progre
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
+	recache(dst)
 	progress.Done()
 	return nil
 }

@@ -164,10 +164,13 @@ func copyDirect(dst string, in *os.File, spans []span, size int64) (done bool, e
 		return false, nil
 	}
 	defer unix.Munmap(m)
-	// Start reading what is not cached yet (a template after a reboot).
-	for _, p := range pieces {
-		unix.Madvise(m[p.off:p.end], unix.MADV_WILLNEED)
-	}
+	// What is not cached yet (a template after a reboot) is read by the
+	// writes' page faults; MADV_HUGEPAGE makes those read 2 MiB folios
+	// (file systems with large folios, THP not "never"). Pinning a few
+	// large folios instead of 4 KiB pages halves the copy: a debian
+	// template copied in 25 ms, not 60-75 (MADV_WILLNEED and MADV_SEQUENTIAL
+	// read small ones, so neither is used). Advisory: errors are ignored.
+	unix.Madvise(m, unix.MADV_HUGEPAGE)
 
 	work := make(chan span)
 	var (
