@@ -18,7 +18,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -233,52 +232,6 @@ func mustRead(t *testing.T, p string) []byte {
 	return b
 }
 
-// resident returns how many pages of the file are in the page cache.
-func resident(t *testing.T, p string) (in, total int) {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	if st.Size() == 0 {
-		return 0, 0
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	pages := (int(st.Size()) + os.Getpagesize() - 1) / os.Getpagesize()
-	vec := make([]byte, pages)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
-	for _, v := range vec {
-		if v&1 != 0 {
-			in++
-		}
-	}
-	return in, pages
-}
-
-func dropFile(t *testing.T, p string) {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	// Dirty pages are not dropped: write them back first.
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // view lists a mounted tree: path → mode, owner, size, mtime, content
 // digest, xattrs. Two equal views are the same tree to a container.
 func view(t *testing.T, root string) map[string]string {
@@ -391,19 +344,19 @@ func TestShareAndIsolate(t *testing.T) {
 	obj := c.objectPath(tool)
 	paths := []string{obj, filepath.Join(trees["a"], "root/usr/bin/tool"), filepath.Join(trees["b"], "root/usr/bin/tool")}
 	for _, p := range paths {
-		dropFile(t, p)
+		testutil.DropPages(t, p)
 	}
 	for _, ct := range []*spec.Container{ca, cb} {
 		if got := sha(mustRead(t, filepath.Join(ct.Root, "usr/bin/tool"))); got != tool {
 			t.Fatalf("%s reads wrong content", ct.ID)
 		}
 	}
-	in, total := resident(t, obj)
+	in, total := testutil.Resident(t, obj)
 	if in != total {
 		t.Errorf("object resident %d/%d pages, want all", in, total)
 	}
 	for _, p := range paths[1:] {
-		if in, _ := resident(t, p); in != 0 {
+		if in, _ := testutil.Resident(t, p); in != 0 {
 			t.Errorf("%s: %d pages cached, want 0 (served from the object)", p, in)
 		}
 	}

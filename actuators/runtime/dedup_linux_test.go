@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -206,52 +205,6 @@ func fileSHA1(t *testing.T, p string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// resident returns how many of the file's pages are in the page cache.
-func resident(t *testing.T, p string) (in, total int) {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	if st.Size() == 0 {
-		return 0, 0
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	pages := (int(st.Size()) + os.Getpagesize() - 1) / os.Getpagesize()
-	vec := make([]byte, pages)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
-	for _, v := range vec {
-		if v&1 != 0 {
-			in++
-		}
-	}
-	return in, pages
-}
-
-// dropPages drops the file's clean pages from the page cache.
-func dropPages(t *testing.T, p string) {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func ownerOf(t *testing.T, p string) string {
 	t.Helper()
 	var st unix.Stat_t
@@ -295,7 +248,7 @@ func TestDedupUnprivileged(t *testing.T) {
 		t.Fatalf("shared file not stored: %v", err)
 	}
 	for _, p := range []string{object, filepath.Join(c1.Private, "mnt/root", sharedData), filepath.Join(c2.Private, "mnt/root", sharedData)} {
-		dropPages(t, p)
+		testutil.DropPages(t, p)
 	}
 
 	st1, st2 := n.start(c1), n.start(c2)
@@ -332,14 +285,14 @@ func TestDedupUnprivileged(t *testing.T) {
 
 	// Reads of the shared file in both containers come from the object:
 	// it is in the page cache, their own copies are not.
-	dropPages(t, object)
+	testutil.DropPages(t, object)
 	for _, c := range []*spec.Container{c1, c2} {
 		n.mustSh(c, "cat /"+sharedData+" > /dev/null")
-		if in, _ := resident(t, filepath.Join(c.Private, "mnt/root", sharedData)); in != 0 {
+		if in, _ := testutil.Resident(t, filepath.Join(c.Private, "mnt/root", sharedData)); in != 0 {
 			t.Errorf("%s: its own copy has %d pages in the page cache, want 0", c.ID, in)
 		}
 	}
-	if in, total := resident(t, object); in != total {
+	if in, total := testutil.Resident(t, object); in != total {
 		t.Errorf("object: %d of %d pages in the page cache, want all", in, total)
 	}
 
