@@ -94,6 +94,13 @@ func (m *Mounter) MountRoot(ctx context.Context, c *spec.Container, fsDir string
 			m.cache.unpin(c.ID)
 		}
 	}
+	return mountPlain(log, root, base, delta, work)
+}
+
+// mountPlain mounts a root without cache layers: overlay(lower=base,
+// upper=delta) once the container has a delta (its writes are there), a
+// bind of base before that.
+func mountPlain(log *slog.Logger, root, base, delta, work string) error {
 	if exists(delta) {
 		if err := ensureUpper(base, delta, work); err != nil {
 			return err

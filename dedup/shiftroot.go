@@ -52,11 +52,7 @@ func (m *Mounter) hostView(c *spec.Container, fsDir string) error {
 	delta := filepath.Join(fsDir, deltaName)
 	work := filepath.Join(fsDir, workName)
 	if !exists(delta) {
-		if err := unix.Mount(base, root, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind %s on %s: %w", base, root, err)
-		}
-		log.Info("root mounted", "root", root, "mode", "bind")
-		return makePrivate(root)
+		return mountPlain(log, root, base, delta, work)
 	}
 	shift := readShift(delta)
 	if shift != (idShift{}) {
@@ -73,14 +69,7 @@ func (m *Mounter) hostView(c *spec.Container, fsDir string) error {
 			return err
 		}
 	}
-	if err := ensureUpper(base, delta, work); err != nil {
-		return err
-	}
-	if err := mountOverlay(root, []string{base}, "", delta, work); err != nil {
-		return err
-	}
-	log.Info("root mounted", "root", root, "mode", "overlay")
-	return makePrivate(root)
+	return mountPlain(log, root, base, delta, work)
 }
 
 // inverseView mounts at root overlay(lower=root, upper=delta, work=work)
