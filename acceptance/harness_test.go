@@ -109,7 +109,14 @@ func (n *node) start() {
 	}
 	n.agent = cmd
 	n.done = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(n.done) }()
+	done := n.done
+	go func() {
+		// Say how every agent ended, in the log a failure prints: an
+		// agent that dies on its own must not go unnoticed.
+		err := cmd.Wait()
+		fmt.Fprintf(n.out, "harness: agent pid %d ended: %v\n", cmd.Process.Pid, err)
+		close(done)
+	}()
 	// A killed agent leaves its socket file behind: wait until the new
 	// agent answers on it.
 	n.waitFor("agent socket", 30*time.Second, func() bool {
@@ -150,7 +157,11 @@ func (n *node) status() reconciler.Status {
 	n.t.Helper()
 	out, err := n.vzd("status", "--json")
 	if err != nil {
-		n.t.Fatalf("vzd status: %v\n%s", err, out)
+		pid, alive := 0, false
+		if n.agent != nil {
+			pid, alive = n.agent.Process.Pid, n.agent.Process.Signal(syscall.Signal(0)) == nil
+		}
+		n.t.Fatalf("vzd status: %v (agent pid %d alive: %v)\n%s", err, pid, alive, out)
 	}
 	var st reconciler.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
