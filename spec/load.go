@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"golang.org/x/sys/unix"
 
 	"vzd/internal/filecache"
 )
@@ -537,14 +536,6 @@ type memoFile struct {
 	data []byte
 }
 
-func keyOf(fi fs.FileInfo) (filecache.Key, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return filecache.Key{}, false
-	}
-	return filecache.Key{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: unix.Timespec(st.Mtim), Ctime: unix.Timespec(st.Ctim)}, true
-}
-
 func (s osSource) list() ([]fs.DirEntry, error) {
 	entries, err := os.ReadDir(s.dir)
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
@@ -562,7 +553,7 @@ func (s osSource) read(name string) ([]byte, error) {
 	target := full
 	if s.memo != nil && fi.Mode().IsRegular() {
 		s.memo.seen[name] = true
-		if k, ok := keyOf(fi); ok {
+		if k, ok := filecache.KeyOf(fi); ok {
 			if m, ok := s.memo.files[name]; ok && m.key == k {
 				return m.data, nil
 			}
@@ -604,7 +595,7 @@ func (s osSource) read(name string) ([]byte, error) {
 	// Remember a regular file (not a link's target: the link may change
 	// where it points without the target changing) once it has settled.
 	if s.memo != nil && target == full {
-		if k, ok := keyOf(fi); ok && k.Settled(time.Now()) && k.Size == int64(len(data)) {
+		if k, ok := filecache.KeyOf(fi); ok && k.Settled(time.Now()) && k.Size == int64(len(data)) {
 			s.memo.files[name] = memoFile{key: k, data: data}
 		}
 	}

@@ -48,19 +48,7 @@ func TestDebianSystemdBoots(t *testing.T) {
 	c.Root = filepath.Join(mnt, "root")
 	c.StopTimeout = 60 * time.Second
 	st := e.start(c)
-	state := ""
-	for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(time.Second) {
-		out, _ := e.sh(c, "systemctl is-system-running 2>&1")
-		state = strings.TrimSpace(out)
-		if state != "starting" && state != "initializing" && !strings.Contains(state, "Failed to connect") && state != "offline" {
-			break
-		}
-	}
-	if state != "running" && state != "degraded" {
-		b, _ := os.ReadFile(ConsoleLogPath(c))
-		t.Fatalf("systemctl is-system-running: %q\nconsole:\n%s", state, b)
-	}
-	failed, _ := e.sh(c, "systemctl --failed --no-legend --plain")
+	state, failed := e.waitSystemd(c)
 	t.Logf("Debian booted: %s (init %d); failed units: %q", state, st.Pid, failed)
 	if got := e.mustSh(c, "cat /proc/1/comm"); got != "systemd" {
 		t.Errorf("pid 1 is %q", got)
@@ -82,3 +70,23 @@ func TestDebianSystemdBoots(t *testing.T) {
 // debianCache is the node prefix where the Debian tests of every package
 // keep the template, so debootstrap runs once.
 const debianCache = "/var/tmp/vzd-debian-cache"
+
+// waitSystemd waits (up to 3 min) until systemd in c says it is running
+// or degraded, fails the test otherwise, and returns the state and the
+// failed units.
+func (e *env) waitSystemd(c *spec.Container) (state, failed string) {
+	e.t.Helper()
+	for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(time.Second) {
+		out, _ := e.sh(c, "systemctl is-system-running 2>&1")
+		state = strings.TrimSpace(out)
+		if state != "starting" && state != "initializing" && !strings.Contains(state, "Failed to connect") && state != "offline" {
+			break
+		}
+	}
+	if state != "running" && state != "degraded" {
+		b, _ := os.ReadFile(ConsoleLogPath(c))
+		e.t.Fatalf("systemctl is-system-running: %q\nconsole:\n%s", state, b)
+	}
+	failed, _ = e.sh(c, "systemctl --failed --no-legend --plain")
+	return state, failed
+}

@@ -415,19 +415,7 @@ func TestDebianOnDedupUnprivileged(t *testing.T) {
 		t.Helper()
 		n.mountRoot(c)
 		n.start(c)
-		state := ""
-		for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(time.Second) {
-			out, _ := n.sh(c, "systemctl is-system-running 2>&1")
-			state = strings.TrimSpace(out)
-			if state != "starting" && state != "initializing" && !strings.Contains(state, "Failed to connect") && state != "offline" {
-				break
-			}
-		}
-		if state != "running" && state != "degraded" {
-			b, _ := os.ReadFile(ConsoleLogPath(c))
-			t.Fatalf("systemctl is-system-running: %q\nconsole:\n%s", state, b)
-		}
-		failed, _ := n.sh(c, "systemctl --failed --no-legend --plain")
+		state, failed := n.waitSystemd(c)
 		t.Logf("Debian booted on dedup: %s; failed units: %q", state, failed)
 		if mi := n.mustSh(c, "cat /proc/self/mountinfo"); !strings.Contains(mi, "datadir+=") {
 			t.Errorf("root has no store layer:\n%s", mi)

@@ -15,47 +15,47 @@ import (
 // the largest part of a status check.
 const memberRecheck = time.Minute
 
-type membership struct {
-	pid     int
-	start   uint64
-	checked time.Time
-}
-
-// members remembers, by container ID, the last init found in its cgroup.
-var members sync.Map
-
-// inCgroupRecently is inCgroup, answered from memory when the same
-// process was found in the container's cgroup less than memberRecheck ago.
-func (r *Runtime) inCgroupRecently(ctx context.Context, id string, pid int, start uint64) bool {
-	if v, ok := members.Load(id); ok {
-		m := v.(membership)
-		if m.pid == pid && m.start == start && time.Since(m.checked) < memberRecheck {
-			return true
-		}
-	}
-	in := r.inCgroup(ctx, id, pid)
-	if in {
-		members.Store(id, membership{pid: pid, start: start, checked: time.Now()})
-	} else {
-		members.Delete(id)
-	}
-	return in
-}
-
 // initHandle is a pidfd of a container's init, opened once it was seen
 // alive: it stays the same process for good, and polling it (one call)
 // says whether it has exited, where reading /proc/PID/stat (which the
 // kernel formats field by field) was the dearest part of a status check.
 type initHandle struct {
-	pid   int
-	start uint64
-	fd    int
+	pid      int
+	start    uint64
+	fd       int
+	inCgroup time.Time // when it was last found in its container's cgroup
 }
 
 var (
 	handlesMu sync.Mutex
 	handles   = map[string]initHandle{} // by container ID
 )
+
+// inCgroupRecently is inCgroup, answered from memory when the same
+// process was found in the container's cgroup less than memberRecheck ago
+// (initAlive keeps the process's handle).
+func (r *Runtime) inCgroupRecently(ctx context.Context, id string, pid int, start uint64) bool {
+	handlesMu.Lock()
+	h, ok := handles[id]
+	handlesMu.Unlock()
+	same := ok && h.pid == pid && h.start == start
+	if same && time.Since(h.inCgroup) < memberRecheck {
+		return true
+	}
+	in := r.inCgroup(ctx, id, pid)
+	if same {
+		handlesMu.Lock()
+		if h, ok := handles[id]; ok && h.pid == pid && h.start == start {
+			h.inCgroup = time.Time{}
+			if in {
+				h.inCgroup = time.Now()
+			}
+			handles[id] = h
+		}
+		handlesMu.Unlock()
+	}
+	return in
+}
 
 // initAlive is alive(pid, start) for the init of container id, answered
 // through a pidfd kept from an earlier call when it names the same process.
@@ -80,14 +80,13 @@ func initAlive(id string, pid int, start uint64) bool {
 	if ok {
 		forgetInit(id) // a different process now
 	}
-	if !alive(pid, start) {
-		return false
-	}
+	// openPidfd checks the start time after pinning the process, so the
+	// fd is for this init or there is none.
 	fd, err := openPidfd(pid, start)
 	if err != nil {
-		return alive(pid, start) // no pidfd (ENOSYS, EMFILE): by /proc every time
+		return alive(pid, start) // gone, or no pidfd (ENOSYS, EMFILE): by /proc
 	}
-	if gone, err := exited(fd); err != nil || gone { // a zombie: alive() saw it just before it died
+	if gone, err := exited(fd); err != nil || gone { // a zombie
 		unix.Close(fd)
 		return err != nil && alive(pid, start)
 	}
@@ -109,7 +108,6 @@ func forgetInit(id string) {
 	if ok {
 		unix.Close(h.fd)
 	}
-	members.Delete(id)
 }
 
 // exited reports whether the process of pidfd fd has exited (a pidfd

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io/fs"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +30,16 @@ func Stat(path string) (Key, error) {
 		return Key{}, &fs.PathError{Op: "stat", Path: path, Err: err}
 	}
 	return Key{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim, Ctime: st.Ctim}, nil
+}
+
+// KeyOf returns the key of a file already stat'ed (false when fi does not
+// come from the operating system).
+func KeyOf(fi fs.FileInfo) (Key, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return Key{}, false
+	}
+	return Key{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: unix.Timespec(st.Mtim), Ctime: unix.Timespec(st.Ctim)}, true
 }
 
 // racyWindow: a file changed this recently may change again within the
